@@ -1,0 +1,109 @@
+"""The `secureml` command. Thin: parses arguments and calls the library.
+
+`run` and `datasets` live here; each capability brings its other subcommands from a module
+exposing `add_arguments(parser)` and `main(args) -> int`, listed in `COMMANDS`. A
+`SecureMLError` is printed as one line, without a traceback.
+"""
+import argparse
+import importlib
+import sys
+
+from .errors import SecureMLError
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "privacy": ("secureml.defences.dp_sgd.cli", "plan a DP-SGD privacy budget (epsilon, noise)"),
+    "he": ("secureml.he.cli", "encrypted inference: keygen, encrypt, infer, decrypt, demo"),
+    "audit": ("secureml.audit.cli", "audit a run folder: membership, privacy, data, scorecard"),
+    "report": ("secureml.report.cli", "render one report comparing several run folders"),
+    "bench": ("secureml.bench.cli", "benchmark defences: accuracy against cost over a grid"),
+}
+
+
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="train and evaluate the variants of an experiment config",
+                       description="Train and evaluate every variant of an experiment config "
+                                   "and write a run folder (config, models, metrics, report).")
+    p.add_argument("config", help="experiment YAML, e.g. experiments/quickstart.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set training.epochs=3 "
+                        "--set data.limit=1000 (repeatable; values in YAML syntax)")
+    p.add_argument("--out", help="parent folder of the run folder (default: output.dir, 'runs')")
+    p.add_argument("--variant", dest="variants", action="append", metavar="NAME",
+                   help="run only this variant (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(handler=_run)
+
+
+def _run(args) -> int:
+    from .config import load_config
+    from .runner import run_experiment
+    config = load_config(args.config, args.overrides)
+    result = run_experiment(config, out_dir=args.out, variants=args.variants,
+                            progress=not args.quiet)
+    print(result.directory)
+    return 0
+
+
+def _add_datasets(sub) -> None:
+    p = sub.add_parser("datasets", help="list the named data sets and where each would load from")
+    p.set_defaults(handler=_datasets)
+
+
+def _datasets(args) -> int:
+    from .data import list_sources
+    sources = list_sources()
+    rows = [("name", "kind", "status", "loads from")]
+    rows += [(s["name"], s["kind"], s["status"], s["location"] or "-") for s in sources]
+    widths = [max(len(str(r[i])) for r in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row[:3], widths)), row[3])
+    for source in sources:
+        if source["status"] not in ("found", "bundled") and source["hint"]:
+            print(f"\n{source['name']}: {source['hint']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="secureml",
+        description="Privacy and security hardening for TensorFlow/Keras classifiers.")
+    parser.add_argument("--version", action="store_true", help="print versions and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_run(sub)
+    _add_datasets(sub)
+    for name, (module_name, help_text) in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name and module_name.startswith(err.name):
+                continue  # capability still being built
+            raise
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(command)
+        command.set_defaults(handler=module.main)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from .training.resources import library_versions
+        for name, version in library_versions().items():
+            print(f"{name} {version}")
+        return 0
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args) or 0
+    except SecureMLError as err:
+        print(f"secureml: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("secureml: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

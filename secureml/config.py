@@ -1,0 +1,220 @@
+"""Experiment configs: a YAML file fully describes a run.
+
+```yaml
+name: quickstart
+seed: 0
+data: {name: digits}                   # secureml.data.DataConfig
+model: {name: image_cnn}               # plus the model's own options
+training: {epochs: 10, batch_size: 64} # secureml.training.TrainingConfig
+runtime: {strategy: auto}              # devices, mixed precision, XLA, determinism
+defences: {}                           # name -> parameters, applied to every variant
+evaluation: {}                         # name -> parameters, run on every variant
+variants:                              # optional; each overrides model/training/defences/evaluation
+  plain: {}
+  dp: {defences: {dp_sgd: {target_epsilon: 3}}}
+audit: {}                              # data audit and report options
+output: {dir: runs}
+```
+
+`load_config` validates everything up front, so a typo fails before any data is loaded, and
+returns an `ExperimentConfig` whose `to_dict()` is the resolved config written to the run folder.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import registry, schema
+from .data.config import DataConfig
+from .errors import ConfigError
+from .models import model_spec
+from .training import RuntimeConfig, TrainingConfig
+
+TOP_LEVEL_KEYS = ("name", "seed", "data", "model", "training", "runtime", "defences",
+                  "evaluation", "variants", "audit", "output", "description")
+VARIANT_KEYS = ("model", "training", "defences", "evaluation", "description")
+
+
+@dataclass
+class OutputConfig:
+    dir: str = "runs"
+    timestamp: bool = True
+    save_model: bool = True
+
+
+@dataclass
+class AuditConfig:
+    data: bool = True
+    report: bool = True
+    policy: str | None = None
+
+
+@dataclass
+class VariantConfig:
+    name: str
+    model: dict
+    training: TrainingConfig
+    defences: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def model_name(self) -> str:
+        return self.model["name"]
+
+    @property
+    def model_options(self) -> dict:
+        return {k: v for k, v in self.model.items() if k != "name"}
+
+    def to_dict(self) -> dict:
+        return {"description": self.description, "model": self.model,
+                "training": schema.to_dict(self.training),
+                "defences": schema.to_dict(self.defences),
+                "evaluation": schema.to_dict(self.evaluation)}
+
+
+@dataclass
+class ExperimentConfig:
+    name: str
+    seed: int
+    data: DataConfig
+    runtime: RuntimeConfig
+    variants: list[VariantConfig]
+    audit: AuditConfig
+    output: OutputConfig
+    description: str = ""
+    source: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "description": self.description, "seed": self.seed,
+                "data": schema.to_dict(self.data), "runtime": schema.to_dict(self.runtime),
+                "variants": {v.name: v.to_dict() for v in self.variants},
+                "audit": schema.to_dict(self.audit), "output": schema.to_dict(self.output)}
+
+
+def load_config(source: str | Path | dict, overrides: list[str] = ()) -> ExperimentConfig:
+    """Read, override (`key.path=value`, value in YAML syntax) and validate an experiment."""
+    path = None
+    if isinstance(source, dict):
+        raw = copy.deepcopy(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            hint = ""
+            if not path.suffix:
+                candidate = Path("experiments") / f"{path}.yaml"
+                hint = f" (did you mean {candidate}?)" if candidate.is_file() else ""
+            raise ConfigError(f"config file {path} does not exist{hint}")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path} is not valid YAML: {err}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path} must contain a mapping of {', '.join(TOP_LEVEL_KEYS)}")
+    for override in overrides:
+        apply_override(raw, override)
+    config = resolve(raw, where=str(path) if path else "config")
+    config.source = str(path) if path else None
+    return config
+
+
+def apply_override(raw: dict, override: str) -> None:
+    if "=" not in override:
+        raise ConfigError(f"--set {override!r}: expected key.path=value, for example "
+                          "training.epochs=3")
+    key, text = override.split("=", 1)
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {override!r}: '{part}' is {child!r}, not a mapping")
+        node = child
+    node[parts[-1]] = value
+
+
+def resolve(raw: dict, where: str = "config") -> ExperimentConfig:
+    schema.check_keys(raw, list(TOP_LEVEL_KEYS), where)
+    name = raw.get("name") or "experiment"
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ConfigError(f"{where}: name {name!r} must be letters, digits, '_', '.' or '-' "
+                          "(it names the run folder)")
+    seed = schema.coerce(int, raw.get("seed", 0), f"{where}.seed")
+    data = schema.build(DataConfig, raw.get("data"), f"{where}.data")
+    base = {key: raw.get(key) or {} for key in ("model", "training", "defences", "evaluation")}
+    variants_raw = raw.get("variants") or {"main": {}}
+    if not isinstance(variants_raw, dict):
+        raise ConfigError(f"{where}.variants: expected a mapping of variant name to overrides, "
+                          "for example {plain: {}, dp: {defences: {dp_sgd: {target_epsilon: 3}}}}")
+    variants = [_resolve_variant(vname, base, overrides or {}, f"{where}.variants.{vname}")
+                for vname, overrides in variants_raw.items()]
+    return ExperimentConfig(
+        name=name, seed=seed, data=data, variants=variants,
+        runtime=schema.build(RuntimeConfig, raw.get("runtime"), f"{where}.runtime"),
+        audit=schema.build(AuditConfig, raw.get("audit"), f"{where}.audit"),
+        output=schema.build(OutputConfig, raw.get("output"), f"{where}.output"),
+        description=str(raw.get("description") or ""))
+
+
+def _resolve_variant(name, base: dict, overrides: dict, where: str) -> VariantConfig:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(name)):
+        raise ConfigError(f"{where}: variant name {name!r} must be letters, digits, '_', '.' "
+                          "or '-' (it names a folder)")
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{where}: expected a mapping with any of {', '.join(VARIANT_KEYS)}")
+    schema.check_keys(overrides, list(VARIANT_KEYS), where)
+    model_raw = overrides.get("model") or {}
+    if not base["model"] and not model_raw:
+        raise ConfigError(f"{where}: no model; set model.name (image_cnn or text_lstm) at the "
+                          "top level or in every variant")
+    if model_raw.get("name", base["model"].get("name")) != base["model"].get("name"):
+        model = dict(model_raw)  # another architecture: the base model's options don't apply
+    else:
+        model = {**base["model"], **model_raw}
+    model = _resolve_model(model, f"{where}.model")
+    training = schema.build(TrainingConfig, {**base["training"], **(overrides.get("training") or {})},
+                            f"{where}.training")
+    defences = _resolve_named(base["defences"], overrides.get("defences"), registry.defence_module,
+                              f"{where}.defences")
+    evaluation = _resolve_named(base["evaluation"], overrides.get("evaluation"),
+                                registry.evaluation_module, f"{where}.evaluation")
+    return VariantConfig(name=str(name), model=model, training=training, defences=defences,
+                         evaluation=evaluation, description=str(overrides.get("description") or ""))
+
+
+def _resolve_model(model: dict, where: str) -> dict:
+    if not isinstance(model, dict) or "name" not in model:
+        raise ConfigError(f"{where}: set model.name (image_cnn or text_lstm)")
+    spec = model_spec(model["name"])
+    options = schema.build(spec.options, {k: v for k, v in model.items() if k != "name"}, where)
+    return {"name": model["name"], **schema.to_dict(options)}
+
+
+def _resolve_named(base: dict, override: dict | None, load_module, where: str) -> dict:
+    """Merge name -> parameters tables; `name: null` in a variant removes a base entry."""
+    if not isinstance(base, dict) or not isinstance(override or {}, dict):
+        raise ConfigError(f"{where}: expected a mapping of name to parameters")
+    merged = {name: dict(params or {}) for name, params in base.items()}
+    for name, params in (override or {}).items():
+        if params is None and name in merged:
+            del merged[name]
+        else:
+            merged[name] = {**merged.get(name, {}), **(params or {})}
+    resolved = {}
+    for name, params in merged.items():
+        module = load_module(name)
+        resolved[name] = schema.build(module.Config, params, f"{where}.{name}")
+    return resolved
+
+

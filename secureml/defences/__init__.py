@@ -1,0 +1,1 @@
+"""Training-time defences: DP-SGD (`dp_sgd`) and adversarial training (`adversarial`)."""

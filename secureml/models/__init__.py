@@ -1,0 +1,49 @@
+"""The classifiers secureml hardens. All return logits (see `outputs`)."""
+from dataclasses import dataclass
+from typing import Callable
+
+import tensorflow as tf
+
+from .. import schema
+from ..errors import ConfigError
+from .image_cnn import ImageCNNOptions, build_image_cnn
+from .outputs import log_probabilities, per_example_loss, predicted_classes
+from .text_lstm import TextLSTMOptions, build_text_lstm
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    options: type
+    builder: Callable[..., tf.keras.Model]
+    kind: str  # the data kind it takes: "image" or "text"
+
+
+MODELS: dict[str, ModelSpec] = {
+    "image_cnn": ModelSpec(ImageCNNOptions, build_image_cnn, "image"),
+    "text_lstm": ModelSpec(TextLSTMOptions, build_text_lstm, "text"),
+}
+
+
+def model_spec(name: str) -> ModelSpec:
+    if name not in MODELS:
+        raise ConfigError(f"unknown model '{name}'; available models: {', '.join(MODELS)}")
+    return MODELS[name]
+
+
+def build_model(name: str, input_shape: tuple, num_classes: int, *, vocab_size: int | None = None,
+                **options) -> tf.keras.Model:
+    """Build model `name` for inputs of `input_shape` and `num_classes` classes.
+
+    `options` are the model's own settings (for `image_cnn`: filters, kernel_size, dense_units,
+    activation; for `text_lstm`: embedding_dim, lstm_units). Text models take token ids, so they
+    need the vectorizer's `vocab_size`.
+    """
+    spec = model_spec(name)
+    if num_classes < 2:
+        raise ConfigError(f"a classifier needs at least 2 classes, got {num_classes}")
+    opts = schema.build(spec.options, options, f"model ({name})")
+    return spec.builder(opts, tuple(input_shape), num_classes, vocab_size=vocab_size)
+
+
+__all__ = ["MODELS", "ModelSpec", "build_model", "model_spec", "per_example_loss",
+           "log_probabilities", "predicted_classes"]

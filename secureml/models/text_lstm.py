@@ -1,0 +1,38 @@
+"""The reference text classifier: Embedding-LSTM-Dense over token ids."""
+from dataclasses import dataclass
+
+import tensorflow as tf
+
+from ..errors import ConfigError
+from .outputs import num_logits
+
+
+@dataclass
+class TextLSTMOptions:
+    embedding_dim: int = 16
+    lstm_units: int = 128
+
+    def validate(self):
+        if self.embedding_dim < 1 or self.lstm_units < 1:
+            raise ConfigError("embedding_dim and lstm_units must be positive integers")
+
+
+def build_text_lstm(options: TextLSTMOptions, input_shape: tuple, num_classes: int,
+                    vocab_size: int | None = None, **_) -> tf.keras.Model:
+    """Embedding then LSTM then one Dense layer of logits (1 for binary, K for K classes).
+
+    Token id 0 is padding and masked, so padded positions do not reach the LSTM. The layers are
+    named `embedding`, `lstm` and `logits`: attacks in embedding space split the model there.
+    """
+    if len(input_shape) != 1:
+        raise ConfigError(f"text_lstm needs token-id sequences of shape (length,); got input "
+                          f"shape {tuple(input_shape)}. For images, use model 'image_cnn'.")
+    if not vocab_size:
+        raise ConfigError("text_lstm needs the vocabulary size of the fitted text vectorizer")
+    inputs = tf.keras.Input(shape=input_shape, dtype="int32", name="tokens")
+    x = tf.keras.layers.Embedding(vocab_size, options.embedding_dim, mask_zero=True,
+                                  name="embedding")(inputs)
+    x = tf.keras.layers.LSTM(options.lstm_units, name="lstm")(x)
+    # float32 logits keep losses stable under a mixed-precision policy.
+    logits = tf.keras.layers.Dense(num_logits(num_classes), dtype="float32", name="logits")(x)
+    return tf.keras.Model(inputs, logits, name="text_lstm")
