@@ -1,8 +1,9 @@
 """The `secureml` command. Thin: parses arguments and calls the library.
 
 `run` and `datasets` live here; each capability brings its other subcommands from a module
-exposing `add_arguments(parser)` and `main(args) -> int`, listed in `COMMANDS`. A
-`SecureMLError` is printed as one line, without a traceback.
+exposing `add_arguments(parser)` and `main(args) -> int`, listed in `COMMANDS`; only the module
+of the command being run is imported, so `secureml privacy ...` does not wait for TensorFlow.
+A `SecureMLError` is printed as one line, without a traceback.
 """
 import argparse
 import importlib
@@ -63,7 +64,7 @@ def _datasets(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="secureml",
         description="Privacy and security hardening for TensorFlow/Keras classifiers.")
@@ -71,21 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_run(sub)
     _add_datasets(sub)
+    chosen = next((a for a in (sys.argv[1:] if argv is None else argv)
+                   if not a.startswith("-")), None)
     for name, (module_name, help_text) in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            if err.name and module_name.startswith(err.name):
-                continue  # capability still being built
-            raise
         command = sub.add_parser(name, help=help_text, description=help_text)
-        module.add_arguments(command)
-        command.set_defaults(handler=module.main)
+        if name == chosen:
+            module = importlib.import_module(module_name)
+            module.add_arguments(command)
+            command.set_defaults(handler=module.main)
     return parser
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if args.version:
         from .training.resources import library_versions

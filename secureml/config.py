@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from . import registry, schema
+from .audit.attacks import THRESHOLD_ATTACKS
 from .data.config import DataConfig
 from .errors import ConfigError
 from .models import model_spec
@@ -50,6 +51,9 @@ class OutputConfig:
 @dataclass
 class AuditConfig:
     data: bool = True
+    # Variants without an `evaluation.membership` entry still get the cheap threshold attacks
+    # (loss, confidence, entropy); shadow models and LiRA run only when configured.
+    membership: bool = True
     report: bool = True
     policy: str | None = None
 
@@ -159,10 +163,18 @@ def resolve(raw: dict, where: str = "config") -> ExperimentConfig:
                           "for example {plain: {}, dp: {defences: {dp_sgd: {target_epsilon: 3}}}}")
     variants = [_resolve_variant(vname, base, overrides or {}, f"{where}.variants.{vname}")
                 for vname, overrides in variants_raw.items()]
+    audit = schema.build(AuditConfig, raw.get("audit"), f"{where}.audit")
+    if audit.membership:
+        for variant in variants:
+            if "membership" not in variant.evaluation:
+                module = registry.evaluation_module("membership")
+                variant.evaluation["membership"] = schema.build(
+                    module.Config, {"attacks": list(THRESHOLD_ATTACKS)},
+                    f"{where}.variants.{variant.name}.evaluation.membership")
     return ExperimentConfig(
         name=name, seed=seed, data=data, variants=variants,
         runtime=schema.build(RuntimeConfig, raw.get("runtime"), f"{where}.runtime"),
-        audit=schema.build(AuditConfig, raw.get("audit"), f"{where}.audit"),
+        audit=audit,
         output=schema.build(OutputConfig, raw.get("output"), f"{where}.output"),
         description=str(raw.get("description") or ""))
 

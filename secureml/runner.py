@@ -131,11 +131,17 @@ def run_experiment(config: ExperimentConfig | str | Path, *, out_dir: str | Path
     _log(progress, f"data: {data.name} ({data.kind}), {data.num_classes} classes, "
                    f"train/val/test = {len(data.y_train)}/{len(data.y_val)}/{len(data.y_test)}")
 
+    # The first variant without defences is the baseline: it trains first, so every other
+    # variant's cost is compared with it as soon as that variant is measured.
+    baseline = next((v for v in selected if not v.defences), None)
+    order = ([baseline] if baseline else []) + [v for v in selected if v is not baseline]
     result = RunResult(run_dir)
-    for variant in selected:
+    for variant in order:
+        base_cost = result.metrics[baseline.name]["cost"] if baseline and variant is not baseline \
+            else None
         result.metrics[variant.name] = _run_variant(config, variant, data, inputs, run_dir,
-                                                    strategy, progress)
-    _add_baseline_ratios(run_dir, result.metrics, selected)
+                                                    strategy, progress, baseline, base_cost)
+    result.metrics = {v.name: result.metrics[v.name] for v in selected}
     if config.audit.report:
         _write_report(run_dir, progress)
     _log(progress, summary_table(result.metrics))
@@ -143,7 +149,8 @@ def run_experiment(config: ExperimentConfig | str | Path, *, out_dir: str | Path
 
 
 def _run_variant(config: ExperimentConfig, variant: VariantConfig, data: Dataset,
-                 inputs: PreparedInputs, run_dir: Path, strategy, progress: bool) -> dict:
+                 inputs: PreparedInputs, run_dir: Path, strategy, progress: bool,
+                 baseline: VariantConfig | None, baseline_cost: dict | None) -> dict:
     directory = run_dir / variant.name
     directory.mkdir(parents=True, exist_ok=True)
     spec = model_spec(variant.model_name)
@@ -180,6 +187,8 @@ def _run_variant(config: ExperimentConfig, variant: VariantConfig, data: Dataset
                         "device": trained.cost["device"]},
         **trained.sections,
     }
+    if baseline is not None:
+        _add_baseline_ratios(metrics["cost"], baseline.name, baseline_cost or metrics["cost"])
     _save_artifacts(directory, trained, inputs, config.output.save_model)
     _write_json(directory / "history.json", trained.history)
     _write_json(directory / "metrics.json", metrics)
@@ -230,25 +239,16 @@ def _save_artifacts(directory: Path, trained: TrainResult, inputs: PreparedInput
         inputs.vectorizer.save(directory / "vectorizer")
 
 
-def _add_baseline_ratios(run_dir: Path, metrics: dict[str, dict],
-                         variants: list[VariantConfig]) -> None:
-    """Cost of each variant relative to the run's first undefended variant, measured in this run.
+def _add_baseline_ratios(cost: dict, baseline: str, base_cost: dict) -> None:
+    """Cost relative to the run's baseline variant, measured in the same run.
 
     Ratios, unlike seconds, compare across machines.
     """
-    baseline = next((v.name for v in variants if not v.defences), None)
-    if baseline is None:
-        return
-    base_cost = metrics[baseline]["cost"]
-    for name, m in metrics.items():
-        cost = m["cost"]
-        cost["baseline_variant"] = baseline
-        cost["train_time_ratio"] = _ratio(cost["train_time_s"], base_cost["train_time_s"])
-        cost["step_time_ratio"] = _ratio(cost["step_time_median_s"],
-                                         base_cost["step_time_median_s"])
-        cost["peak_rss_increase_ratio"] = _ratio(cost["peak_rss_increase_mb"],
-                                                 base_cost["peak_rss_increase_mb"])
-        _write_json(run_dir / name / "metrics.json", m)
+    cost["baseline_variant"] = baseline
+    cost["train_time_ratio"] = _ratio(cost["train_time_s"], base_cost["train_time_s"])
+    cost["step_time_ratio"] = _ratio(cost["step_time_median_s"], base_cost["step_time_median_s"])
+    cost["peak_rss_increase_ratio"] = _ratio(cost["peak_rss_increase_mb"],
+                                             base_cost["peak_rss_increase_mb"])
 
 
 def _ratio(a, b):

@@ -225,3 +225,14 @@ def test_path_may_use_environment_variables(tmp_path, monkeypatch):
     monkeypatch.delenv("MY_DATA")
     with pytest.raises(DataError, match="environment variable in it is not set"):
         load("$MY_DATA/d.csv")
+
+
+def test_anonymize_replaces_personal_data_before_training(tmp_path):
+    rows = [(f"call me on +44 7700 900{i:03d} or mail j{i}@example.com", i % 2)
+            for i in range(20)]
+    ds = load(write_table(tmp_path / "pii.csv", rows), anonymize=True)
+    texts = " ".join(np.concatenate([ds.x_train, ds.x_val, ds.x_test]).tolist())
+    assert "@example.com" not in texts and "7700" not in texts
+    assert sum(ds.notes["anonymized"]["train"].values()) > 0
+    with pytest.raises(DataError, match="remove data.anonymize"):
+        load_dataset(DataConfig(name="digits", anonymize=True), progress=False)

@@ -32,6 +32,9 @@ class DataConfig:
     vocab_size: int = 10000
     sequence_length: int = 100
     download: bool = True
+    # Replace emails, phone numbers, URLs, IP addresses and card numbers in texts with typed
+    # placeholders before anything trains on them (counts in Dataset.notes["anonymized"]).
+    anonymize: bool = False
 
     def validate(self) -> None:
         if self.name is None and self.path is None:

@@ -13,6 +13,7 @@ from .config import NAMED_SETS, DataConfig
 from .dataset import Dataset
 from .decoded import Decoded, finalize
 from .formats import locate
+from .pii import anonymize_dataset
 from .splits import to_dataset
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,13 @@ def load_dataset(config: DataConfig | dict | str, seed: int = 0,
     name = config.name or _stem(Path(config.path))
     if config.name is not None:
         decoded = _as_named(decoded, sources.NAMED[config.name], provenance["path"])
-    return to_dataset(decoded, config, seed, name, provenance)
+    data = to_dataset(decoded, config, seed, name, provenance)
+    if config.anonymize:
+        if data.kind != "text":
+            raise DataError(f"data.anonymize replaces personal data in texts, but {name} is an "
+                            "image data set; remove data.anonymize")
+        data = anonymize_dataset(data)
+    return data
 
 
 def _as_config(config) -> DataConfig:

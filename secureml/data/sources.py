@@ -130,10 +130,9 @@ def resolve(config) -> Source:
             unset = "$" in str(path)
             raise DataError(f"data.path {path} does not exist"
                             + (" (an environment variable in it is not set)" if unset else "")
-                            + "; set it to the file or folder "
-                            f"holding the data" + (f", or remove it to let secureml find the "
-                                                   f"named set {config.name!r}"
-                                                   if config.name else ""))
+                            + "; set it to the file or folder holding the data"
+                            + (f", or remove it to let secureml find the named set "
+                               f"{config.name!r}" if config.name else ""))
         return Source("path", path)
     spec = NAMED[config.name]
     found, tried = _find_local(spec)

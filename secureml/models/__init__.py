@@ -6,6 +6,8 @@ import tensorflow as tf
 
 from .. import schema
 from ..errors import ConfigError
+from .he_cnn import HECNNOptions, build_he_cnn
+from .he_text import HETextOptions, build_he_text
 from .image_cnn import ImageCNNOptions, build_image_cnn
 from .outputs import log_probabilities, per_example_loss, predicted_classes
 from .text_lstm import TextLSTMOptions, build_text_lstm
@@ -21,6 +23,8 @@ class ModelSpec:
 MODELS: dict[str, ModelSpec] = {
     "image_cnn": ModelSpec(ImageCNNOptions, build_image_cnn, "image"),
     "text_lstm": ModelSpec(TextLSTMOptions, build_text_lstm, "text"),
+    "he_cnn": ModelSpec(HECNNOptions, build_he_cnn, "image"),
+    "he_text": ModelSpec(HETextOptions, build_he_text, "text"),
 }
 
 

@@ -1,0 +1,129 @@
+"""Shared benchmark fixtures: input batches, one training step, ratios to a baseline.
+
+Timed: `pytest benchmarks/ --benchmark-enable --benchmark-only`. The default test run passes
+`--benchmark-disable`, which calls each benchmark once without timing so that none can rot;
+untimed runs use toy input sizes (`sizes`) to stay quick. Step times do not depend on pixel or
+token values, so the CIFAR-10-, MNIST- and IMDB-shaped batches are random; digits are the real
+bundled images.
+"""
+import numpy as np
+import pytest
+
+from secureml.training import TrainingConfig, TrainingSetup  # first: quiets TensorFlow's logs
+from secureml.training.wrapper import HardenedModel
+
+import tensorflow as tf  # noqa: E402
+
+TIMED_SIZES = {"image": (32, 32, 3), "grayscale": (28, 28, 1), "length": 100,
+               "vocabulary": 10000}
+TOY_SIZES = {"image": (8, 8, 3), "grayscale": (8, 8, 1), "length": 10, "vocabulary": 50}
+
+
+@pytest.fixture(scope="session")
+def timed(request) -> bool:
+    """Whether pytest-benchmark times this run (the same rule as pytest-benchmark's own)."""
+    option = request.config.getoption
+    return not (option("benchmark_disable") and not option("benchmark_enable"))
+
+
+@pytest.fixture(scope="session")
+def sizes(timed) -> dict:
+    """Input sizes: CIFAR-10 images, MNIST images, IMDB length and vocabulary when timed."""
+    return TIMED_SIZES if timed else TOY_SIZES
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    return (d.images / 16.0).astype("float32")[..., None], d.target.astype("int64")
+
+
+@pytest.fixture(scope="session")
+def image_batch(sizes):
+    """`image_batch(n, kind="image")`: n random images of `sizes[kind]`, 10 classes."""
+    def make(n: int, kind: str = "image", seed: int = 0):
+        rng = np.random.default_rng(seed)
+        return (rng.random((n, *sizes[kind]), dtype=np.float32),
+                rng.integers(0, 10, n).astype("int64"))
+    return make
+
+
+@pytest.fixture(scope="session")
+def text_batch(sizes):
+    """`text_batch(n)`: n random token-id sequences of `sizes["length"]`, 2 classes."""
+    def make(n: int, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        return (rng.integers(2, sizes["vocabulary"], (n, sizes["length"])).astype("int32"),
+                rng.integers(0, 2, n).astype("int64"))
+    return make
+
+
+@pytest.fixture(scope="session")
+def training_step():
+    """`training_step(model, x, y, defences)`: see `_training_step`."""
+    return _training_step
+
+
+def _training_step(model: tf.keras.Model, x, y, defences=(), num_examples: int = 50000,
+                   learning_rate: float = 1e-3):
+    """A function running one training step on (x, y) with `defences`, already traced.
+
+    The step is the one `secureml.training.train` runs: the defences edit the same
+    `TrainingSetup`, and the same `HardenedModel.train_step` applies the objective and engine.
+    `num_examples` is the training-set size a DP defence calibrates its noise for.
+    """
+    config = TrainingConfig(batch_size=len(y), learning_rate=learning_rate)
+    setup = TrainingSetup(model=model, config=config, num_examples=num_examples,
+                          strategy=tf.distribute.get_strategy())
+    for defence in defences:
+        defence.apply(setup)
+    trainable = HardenedModel(setup.model, setup.objective, setup.engine)
+    trainable.compile(optimizer=setup.make_optimizer(config))
+    step = tf.function(trainable.train_step)
+    batch = (tf.constant(x), tf.constant(y))
+
+    def run():
+        return {name: float(value) for name, value in step(batch).items()}  # waits for it
+
+    run()  # trace outside the timing
+    return run
+
+
+class Ratios:
+    """Median times per benchmark group, printed as ratios to the group's baseline at the end."""
+
+    def __init__(self):
+        self.groups: dict[str, dict[str, float]] = {}
+        self.baselines: dict[str, str] = {}
+
+    def record(self, benchmark, name: str, baseline: str = "plain") -> None:
+        if benchmark.disabled or benchmark.stats is None:
+            return
+        self.groups.setdefault(benchmark.group, {})[name] = benchmark.stats.stats.median
+        self.baselines[benchmark.group] = baseline
+
+    def lines(self) -> list[str]:
+        out = []
+        for group, times in self.groups.items():
+            base = times.get(self.baselines[group])
+            for name, seconds in times.items():
+                ratio = f"x{seconds / base:.2f}" if base else "(no baseline timed)"
+                out.append(f"{group:45s} {name:32s} {seconds * 1000:10.3f} ms  {ratio}")
+        return out
+
+
+_RATIOS = Ratios()
+
+
+@pytest.fixture(scope="session")
+def ratios() -> Ratios:
+    return _RATIOS
+
+
+def pytest_terminal_summary(terminalreporter):
+    lines = _RATIOS.lines()
+    if lines:
+        terminalreporter.section("median time, ratio to the group's baseline (same run)")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -1,0 +1,164 @@
+"""The `dp_sgd` defence: DP-SGD training with its privacy accounted and reported.
+
+`apply` checks the model, resolves delta and the noise (calibrated to `target_epsilon` over the
+planned steps, or given), installs the batching (Poisson by default), the clipping engine and
+its optimizer, and the accounting callback. `report` (the `privacy` section of metrics.json)
+states the epsilon actually spent and whether the guarantee holds as stated.
+"""
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+from ...errors import ConfigError, UnsupportedError
+from .accounting import make_plan
+from .callback import PrivacyAccounting
+from .config import Config
+from .engines import EngineChoice
+from .sampling import PoissonBatches
+
+# Layers whose output for one example depends on the other examples of the batch.
+EXAMPLE_MIXING_LAYERS = (tf.keras.layers.BatchNormalization,)
+
+
+def check_model(model: tf.keras.Model) -> None:
+    """Refuse layers that mix examples in training: per-example gradients would not exist, so
+    clipping would not bound any one example's influence."""
+    for layer in model.submodules:
+        if isinstance(layer, EXAMPLE_MIXING_LAYERS) and layer.trainable:
+            raise UnsupportedError(
+                f"layer '{layer.name}' ({type(layer).__name__}) normalizes with statistics of "
+                "the whole batch, so each example's output depends on the others and no "
+                "per-example gradient exists to clip: DP-SGD's guarantee would not hold. Use "
+                "LayerNormalization or GroupNormalization, or freeze it (layer.trainable = False)")
+
+
+class DPSGD:
+    """DP-SGD for one training run (see the module docstring)."""
+
+    name = "dp_sgd"
+
+    def __init__(self, config: Config, data_kind: str):
+        self.config = config
+        self.data_kind = data_kind
+        self.plan = None
+        self.engine = None
+        self.accounting = None
+        self.replicas = 1
+
+    def apply(self, setup) -> None:
+        config, training = self.config, setup.config
+        check_model(setup.model)
+        self.replicas = setup.strategy.num_replicas_in_sync
+        if self.replicas > 1 or config.num_microbatches is not None:
+            # Replicas each take an equal share of a full batch; microbatches split it evenly.
+            setup.drop_remainder = True
+        self.plan = make_plan(
+            data_size=setup.num_examples, batch_size=training.batch_size, epochs=training.epochs,
+            target_epsilon=config.target_epsilon, noise_multiplier=config.noise_multiplier,
+            delta=config.delta, accountant=config.accountant, sampling=config.sampling,
+            drop_remainder=setup.drop_remainder)
+        self._check_microbatches(training.batch_size)
+        self._check_budget()
+        poisson = config.sampling == "poisson"
+        self.engine = EngineChoice(
+            setup, config.clipping, l2_norm_clip=config.l2_norm_clip,
+            noise_multiplier=self.plan.noise_multiplier, num_microbatches=config.num_microbatches,
+            expected_batch_size=training.batch_size if poisson else None, replicas=self.replicas)
+        setup.engine = self.engine
+        setup.make_optimizer = self.engine.make_optimizer
+        if poisson:
+            setup.batching = PoissonBatches()
+        self.accounting = PrivacyAccounting(self.plan, config.budget, config.stop_at_budget)
+        setup.callbacks.append(self.accounting)
+
+    def _check_microbatches(self, batch_size: int) -> None:
+        k = self.config.num_microbatches
+        if k is None:
+            return
+        if batch_size % k:
+            raise ConfigError(f"dp_sgd.num_microbatches {k} must divide training.batch_size "
+                              f"{batch_size}; choose a divisor of {batch_size} or remove it")
+        if k % self.replicas:
+            raise ConfigError(f"dp_sgd.num_microbatches {k} must be a multiple of the "
+                              f"{self.replicas} replicas, which share each batch equally")
+
+    def _check_budget(self) -> None:
+        budget, plan = self.config.budget, self.plan
+        if budget is None or not self.config.stop_at_budget:
+            return
+        first_epoch = plan.epsilon(plan.steps_per_epoch)
+        if first_epoch > budget:
+            raise ConfigError(
+                f"dp_sgd: with noise_multiplier {plan.noise_multiplier:g} a single epoch already "
+                f"spends epsilon {first_epoch:.4g} > epsilon_budget {budget:g}. Set "
+                f"target_epsilon: {budget:g} instead to calibrate the noise, or raise the noise")
+
+    def report(self) -> dict:
+        """The `privacy` section of metrics.json, for the steps run so far."""
+        plan, config, accounting = self.plan, self.config, self.accounting
+        epsilon = plan.epsilon(accounting.steps)
+        holds, notes = self._guarantee_notes()
+        return {
+            "epsilon": epsilon,
+            "delta": plan.delta,
+            "accountant": plan.accountant,
+            # RDP is cheap to evaluate; next to a PLD epsilon it shows how much PLD gains.
+            "epsilon_rdp": plan.epsilon(accounting.steps, "rdp"),
+            "noise_multiplier": plan.noise_multiplier,
+            "l2_norm_clip": config.l2_norm_clip,
+            "target_epsilon": config.target_epsilon,
+            "epsilon_budget": config.budget,
+            "within_budget": None if config.budget is None else epsilon <= config.budget,
+            "planned_epsilon": plan.epsilon(),
+            "planned_steps": plan.steps,
+            "steps": accounting.steps,
+            "epochs": accounting.epochs,
+            "stopped_at_budget": accounting.stopped_at_budget,
+            "sampling": plan.sampling,
+            "sampling_rate": plan.sampling_rate,
+            "batch_size": plan.batch_size,
+            "data_size": plan.data_size,
+            "clipping": self.engine.name,
+            "num_microbatches": config.num_microbatches,
+            "replicas": self.replicas,
+            "noise_multiplier_per_replica": plan.noise_multiplier / math.sqrt(self.replicas),
+            "guarantee_holds": holds,
+            "guarantee": (f"({epsilon:.3g}, {plan.delta:.2g})-differential privacy of the "
+                          f"trained weights with respect to adding or removing any one "
+                          f"training example"),
+            "notes": notes,
+        }
+
+    def _guarantee_notes(self) -> tuple[bool, list[str]]:
+        """(whether the stated epsilon holds for the training that ran, what qualifies it)."""
+        plan, notes = self.plan, []
+        holds = plan.sampling == "poisson"
+        if not holds:
+            notes.append(
+                "NOT AS STATED: batches were shuffled fixed-size batches, but epsilon is "
+                "computed for Poisson sampling (each example in each batch independently with "
+                f"probability {plan.sampling_rate:.4g}); for shuffled batches the true epsilon "
+                "can be larger. Use sampling: poisson for a guarantee that holds as stated")
+        if self.config.num_microbatches is not None:
+            notes.append(f"microbatches of {plan.batch_size // self.config.num_microbatches} "
+                         "examples are clipped together; one example still moves the sum by at "
+                         "most the clip norm, so the accounting is unchanged")
+        if self.replicas > 1:
+            notes.append(f"{self.replicas} replicas each add noise with multiplier "
+                         f"{plan.noise_multiplier / math.sqrt(self.replicas):.4g}; their sum "
+                         "has the standard deviation the accountant assumes")
+        if self.data_kind == "text":
+            notes.append("the text vocabulary was fitted on the training texts without "
+                         "differential privacy; the guarantee covers the weights given that "
+                         "vocabulary, not the vocabulary itself")
+        notes.append("covers the model weights only: training loss and accuracy (history.json, "
+                     "the train section) are computed on the training data without noise")
+        notes.append("sampling and noise are pseudo-random from the run's seed; anyone who "
+                     "knows the seed can regenerate them, so keep it secret where the guarantee "
+                     "matters")
+        return holds, notes
+
+    def sections(self, result) -> dict[str, dict]:
+        return {"privacy": self.report()}

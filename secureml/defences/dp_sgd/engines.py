@@ -1,0 +1,196 @@
+"""DP-SGD gradient engines and the choice between them.
+
+- `fast` (secureml.defences.dp_sgd.fast): per-example norms from one backward pass; chosen by
+  `clipping: auto` when the model and objective support it.
+- `microbatch`: tensorflow-privacy's `DPKerasSGDOptimizer` / `DPKerasAdamOptimizer` on the
+  unreduced per-example loss: one gradient per example (or per microbatch), clipped, summed,
+  noised.
+- `vectorized`: tensorflow-privacy's `VectorizedDPKeras*Optimizer`: the same computed with
+  `vectorized_map`, faster on small models and much hungrier for memory.
+
+Every engine computes (sum of clipped per-example gradients + N(0, (sigma C)^2)) / B, where B is
+the expected batch size under Poisson sampling and the actual global batch size otherwise.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import tensorflow as tf
+
+from ...errors import UnsupportedError
+
+# Measured on a 2-core CPU: image_cnn on CIFAR-10 at batch 64 (57-85x), text_lstm on IMDB at
+# batch 32 (11-32x); see docs/dp-sgd.md.
+MICROBATCH_COST = "typically 10-85x the time of a plain training step on CPU"
+
+
+def _tf_privacy():
+    # Imported on first use: tensorflow-privacy takes seconds to import.
+    from tensorflow_privacy.privacy.optimizers import dp_optimizer_keras as keras_dp
+    from tensorflow_privacy.privacy.optimizers import dp_optimizer_keras_vectorized as vectorized
+    return keras_dp, vectorized
+
+
+def is_dp_optimizer(optimizer) -> bool:
+    """Whether `optimizer` is one of tensorflow-privacy's DP Keras SGD or Adam optimizers."""
+    keras_dp, vectorized = _tf_privacy()
+    return isinstance(optimizer, (keras_dp.GenericDPAdamOptimizer, keras_dp.GenericDPSGDOptimizer,
+                                  vectorized.VectorizedDPKerasAdamOptimizer,
+                                  vectorized.VectorizedDPKerasSGDOptimizer))
+
+
+class TFPrivacyEngine:
+    """DP-SGD through tensorflow-privacy's DP Keras optimizers ('microbatch' or 'vectorized').
+
+    The optimizer clips and noises each replica's examples and divides by their number; this
+    engine rescales that to the global denominator B above. Under R replicas each optimizer
+    adds noise sigma C / sqrt(R), so the cross-replica sum carries exactly N(0, (sigma C)^2).
+    """
+
+    def __init__(self, name: str, l2_norm_clip: float, noise_multiplier: float,
+                 num_microbatches: int | None = None, expected_batch_size: int | None = None,
+                 replicas: int = 1):
+        if name not in ("microbatch", "vectorized"):
+            raise ValueError(f"unknown tensorflow-privacy engine {name!r}")
+        self.name = name
+        self.l2_norm_clip = l2_norm_clip
+        self.noise_multiplier = noise_multiplier
+        self.num_microbatches = num_microbatches
+        self.expected_batch_size = expected_batch_size
+        self.replicas = replicas
+
+    def make_optimizer(self, config) -> tf.keras.optimizers.Optimizer:
+        """The DP version of `training.optimizer` (a `TrainingConfig`), for one replica."""
+        kwargs = {"learning_rate": config.learning_rate}
+        if config.optimizer == "sgd":
+            kwargs["momentum"] = config.momentum
+        if self.name == "vectorized":
+            # An unconnected variable (a frozen branch) gets a zero gradient, not a crash.
+            kwargs["unconnected_gradients_to_zero"] = True
+        keras_dp, vectorized = _tf_privacy()
+        factory = {("microbatch", "adam"): keras_dp.DPKerasAdamOptimizer,
+                   ("microbatch", "sgd"): keras_dp.DPKerasSGDOptimizer,
+                   ("vectorized", "adam"): vectorized.VectorizedDPKerasAdamOptimizer,
+                   ("vectorized", "sgd"): vectorized.VectorizedDPKerasSGDOptimizer,
+                   }[self.name, config.optimizer]
+        return factory(self.l2_norm_clip, self.noise_multiplier / math.sqrt(self.replicas),
+                       self._local_microbatches(), **kwargs)
+
+    def _local_microbatches(self) -> int | None:
+        return None if self.num_microbatches is None else self.num_microbatches // self.replicas
+
+    def step(self, model: tf.keras.Model, objective, optimizer, x, y):
+        if not is_dp_optimizer(optimizer):
+            raise UnsupportedError(
+                f"optimizer {type(optimizer).__name__} is not differentially private: the "
+                f"'{self.name}' engine needs the tensorflow-privacy optimizer that dp_sgd builds "
+                "from training.optimizer (it clips and noises); do not replace it")
+        size = tf.shape(y)[0]
+        if self.expected_batch_size is not None:
+            x, y, weight = _never_empty(x, y)
+        prepared = objective.prepare(model, x, y)
+        with tf.GradientTape() as tape:
+            loss_vector, logits = objective.loss(model, prepared, y, training=True)
+            dp_loss = loss_vector if self.expected_batch_size is None else loss_vector * weight
+        variables = model.trainable_variables
+        noised = optimizer._compute_gradients(dp_loss, variables, tape=tape)
+        scale = self._rescale(self._local_microbatches() or tf.shape(dp_loss)[0])
+        optimizer.apply_gradients([(g * scale, v) for g, v in noised])
+        return loss_vector[:size], logits[:size]
+
+    def _rescale(self, divided_by):
+        """tensorflow-privacy divided this replica's noised sum by `divided_by`; the factor that
+        turns that into a share of the global (noised sum) / B."""
+        divided_by = tf.cast(divided_by, tf.float32)
+        if self.expected_batch_size is not None:
+            return divided_by / self.expected_batch_size
+        if self.replicas == 1:
+            return tf.constant(1.0)
+        total = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM,
+                                                               divided_by)
+        return divided_by / total
+
+    def describe(self) -> dict:
+        return {"name": self.name, "num_microbatches": self.num_microbatches,
+                "l2_norm_clip": self.l2_norm_clip, "noise_multiplier": self.noise_multiplier,
+                "noise_multiplier_per_replica": self.noise_multiplier / math.sqrt(self.replicas)}
+
+
+def _never_empty(x, y):
+    """A Poisson batch can be empty, which tensorflow-privacy cannot take; the step must still
+    add its noise. An empty batch becomes one all-zero example of weight 0 (its clipped
+    gradient is exactly zero); any other batch is returned as it is, with weight 1."""
+    empty = tf.equal(tf.shape(y)[0], 0)
+    x = tf.cond(empty, lambda: tf.zeros(tf.concat([[1], tf.shape(x)[1:]], 0), x.dtype),
+                lambda: x)
+    y = tf.cond(empty, lambda: tf.zeros([1], y.dtype), lambda: y)
+    weight = 1.0 - tf.cast(empty, tf.float32)
+    return x, y, weight
+
+
+def choose_engine(clipping: str, model: tf.keras.Model, objective, *, l2_norm_clip: float,
+                  noise_multiplier: float, num_microbatches: int | None,
+                  expected_batch_size: int | None, replicas: int):
+    """The engine for `clipping` ('auto', 'fast', 'microbatch' or 'vectorized').
+
+    'auto' takes fast clipping when its module is installed and supports the model and
+    objective, and otherwise falls back to 'microbatch' with a warning stating the cost.
+    """
+    if clipping in ("auto", "fast") and num_microbatches is None:
+        fast, reason = _fast_clipping(model, objective)
+        if fast is not None:
+            return fast.FastClippingEngine(l2_norm_clip, noise_multiplier, expected_batch_size)
+        if clipping == "fast":
+            raise UnsupportedError(f"clipping 'fast' is not available: {reason}. Use clipping: "
+                                   "auto (falls back to microbatch) or microbatch")
+        warnings.warn(f"dp_sgd: fast per-example clipping is not available ({reason}); falling "
+                      f"back to tensorflow-privacy's microbatch clipping, {MICROBATCH_COST}",
+                      stacklevel=3)
+    name = "microbatch" if clipping in ("auto", "fast") else clipping
+    return TFPrivacyEngine(name, l2_norm_clip, noise_multiplier, num_microbatches,
+                           expected_batch_size, replicas)
+
+
+def _fast_clipping(model, objective):
+    """(the fast clipping module, why) if it is installed and supports model and objective,
+    else (None, why not)."""
+    try:
+        from . import fast
+    except ImportError as err:
+        return None, f"the fast clipping module could not be imported: {err}"
+    supported, reason = fast.fast_clipping_support(model, objective)
+    return (fast if supported else None), reason
+
+
+class EngineChoice:
+    """The DP engine of a training setup, chosen when the optimizer is built.
+
+    `train` builds the optimizer after every defence has been applied, so the objective that
+    fast clipping is checked against is the final one, even when a defence listed after dp_sgd
+    (adversarial training) replaces it. Until then `step` and `describe` are not used.
+    """
+
+    def __init__(self, setup, clipping: str, **engine_options):
+        self._setup = setup
+        self._make_plain_optimizer = setup.make_optimizer
+        self._clipping = clipping
+        self._options = engine_options
+        self.chosen = None
+
+    def make_optimizer(self, config):
+        self.chosen = choose_engine(self._clipping, self._setup.model, self._setup.objective,
+                                    **self._options)
+        if isinstance(self.chosen, TFPrivacyEngine):
+            return self.chosen.make_optimizer(config)
+        return self._make_plain_optimizer(config)  # fast clipping noises the gradients itself
+
+    @property
+    def name(self) -> str:
+        return self.chosen.name if self.chosen else "not chosen yet"
+
+    def step(self, model, objective, optimizer, x, y):
+        return self.chosen.step(model, objective, optimizer, x, y)
+
+    def describe(self) -> dict:
+        return {"name": self.name, **(self.chosen.describe() if self.chosen else {})}

@@ -1,0 +1,235 @@
+"""Instrumented forward passes for the layers that have a fast per-example clipping path.
+
+Each tap re-computes its layer from the layer's own weights, exactly as Keras does, and marks
+its pre-activation output z as a "probe". The gradient tape watches only the probes, so one
+ordinary backward pass gives dL/dz at every layer (and, for the LSTM, at every time step) while
+no weight gradient is computed by the tape (the weights enter through `stop_gradient`). The
+layer's recorded inputs and those probe gradients are all the per-example algebra needs
+(see `gradients`).
+"""
+import math
+
+import tensorflow as tf
+
+from .gradients import EmbeddingGradients, LinearGradients, choose_method
+
+
+class Probes:
+    """Marks pre-activations for `tape`. Watching the pre-activation tensor itself gives the same
+    gradient as a watched zero tensor added to it, without allocating one per layer."""
+
+    def __init__(self, tape: tf.GradientTape):
+        self.tape = tape
+
+    def attach(self, pre_activation):
+        self.tape.watch(pre_activation)
+        return pre_activation, pre_activation
+
+
+class Record:
+    """What one layer's forward pass kept: its probe, how to turn the probe's gradient into
+    per-example gradients (`per_example(gradient)`), and which variables the parts of their
+    clipped sum belong to (`variables_of(parts) -> [(variable, gradient)]`)."""
+
+    def __init__(self, probe, per_example, variables_of):
+        self.probe, self.per_example, self.variables_of = probe, per_example, variables_of
+
+
+def _weight(variable):
+    return tf.stop_gradient(tf.convert_to_tensor(variable))
+
+
+def _linear_output(layer, z, recorded, probes: Probes, method: str):
+    """Bias, probe and activation of a Dense or Conv2D whose kernel product is `z` and whose
+    inputs at each position are `recorded` (B, P, K)."""
+    if layer.use_bias:
+        z = tf.nn.bias_add(z, _weight(layer.bias))
+    z, probe = probes.attach(z)
+    batch, fan_out = tf.shape(recorded)[0], layer.kernel.shape[-1]
+
+    def per_example(gradient):
+        return LinearGradients(recorded, tf.reshape(gradient, (batch, -1, fan_out)),
+                               layer.use_bias, method)
+
+    def variables_of(parts):
+        weight, bias = parts
+        out = [(layer.kernel, tf.reshape(weight, layer.kernel.shape))]
+        return out + ([(layer.bias, bias)] if layer.use_bias else [])
+    return layer.activation(z), Record(probe, per_example, variables_of)
+
+
+class DenseTap:
+    """`Dense` on inputs of any rank: the kernel is applied at every leading position."""
+
+    def unsupported(self, layer) -> str | None:
+        return None
+
+    def method(self, layer) -> str:
+        shape = layer.input_shape
+        positions = math.prod(shape[1:-1]) if None not in shape[1:-1] else None
+        return choose_method(positions, shape[-1], layer.units)
+
+    def forward(self, layer, inputs, mask, probes: Probes, method: str):
+        z = tf.tensordot(inputs, _weight(layer.kernel), [[inputs.shape.rank - 1], [0]])
+        recorded = tf.reshape(tf.stop_gradient(inputs), (tf.shape(inputs)[0], -1,
+                                                         inputs.shape[-1]))
+        return _linear_output(layer, z, recorded, probes, method)
+
+
+def _same_padding(size: int, out: int, kernel: int, stride: int, dilation: int):
+    """TensorFlow's 'SAME' padding: the odd pixel goes after."""
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def _patches(inputs, layer, out_h: int, out_w: int):
+    """im2col: (B, out_h, out_w, kh * kw * C) in the kernel's (kh, kw, C) order.
+
+    Built from kh * kw strided slices; several times faster on CPU than tf.image.extract_patches.
+    """
+    (kh, kw), (sh, sw), (dh, dw) = layer.kernel_size, layer.strides, layer.dilation_rate
+    if layer.padding == "same":
+        inputs = tf.pad(inputs, [(0, 0), _same_padding(inputs.shape[1], out_h, kh, sh, dh),
+                                 _same_padding(inputs.shape[2], out_w, kw, sw, dw), (0, 0)])
+    return tf.concat([inputs[:, i * dh:i * dh + (out_h - 1) * sh + 1:sh,
+                             j * dw:j * dw + (out_w - 1) * sw + 1:sw, :]
+                      for i in range(kh) for j in range(kw)], axis=-1)
+
+
+class Conv2DTap:
+    """`Conv2D` (channels last, one group, any stride, padding and dilation) through the
+    im2col patches of its input: the convolution is a Dense map applied at every output pixel."""
+
+    def unsupported(self, layer) -> str | None:
+        if layer.data_format != "channels_last":
+            return "data_format 'channels_first' (only 'channels_last' is supported)"
+        if layer.groups != 1:
+            return f"groups={layer.groups} (only groups=1 is supported)"
+        if None in layer.input_shape[1:3]:
+            return "images of unknown size (give the model's Input a fixed height and width)"
+        return None
+
+    def method(self, layer) -> str:
+        _, height, width, _ = layer.output_shape
+        positions = height * width if height and width else None
+        fan_in = math.prod(layer.kernel.shape[:3])
+        return choose_method(positions, fan_in, layer.filters)
+
+    def forward(self, layer, inputs, mask, probes: Probes, method: str):
+        z = tf.nn.convolution(inputs, _weight(layer.kernel), strides=layer.strides,
+                              padding=layer.padding.upper(), dilations=layer.dilation_rate)
+        patches = _patches(tf.stop_gradient(inputs), layer, z.shape[1], z.shape[2])
+        recorded = tf.reshape(patches, (tf.shape(inputs)[0], -1,
+                                        math.prod(layer.kernel.shape[:3])))
+        return _linear_output(layer, z, recorded, probes, method)
+
+
+class EmbeddingTap:
+    def unsupported(self, layer) -> str | None:
+        if getattr(layer, "sparse", False):
+            return "sparse=True (sparse outputs are not supported)"
+        return None
+
+    def method(self, layer) -> str:
+        return EmbeddingGradients.method
+
+    def forward(self, layer, inputs, mask, probes: Probes, method: str):
+        ids = tf.cast(inputs, tf.int32)
+        z, probe = probes.attach(tf.gather(_weight(layer.embeddings), ids))
+        batch = tf.shape(ids)[0]
+        flat_ids = tf.reshape(ids, (batch, -1))
+
+        def per_example(gradient):
+            return EmbeddingGradients(flat_ids,
+                                      tf.reshape(gradient, (batch, -1, layer.output_dim)),
+                                      layer.input_dim)
+        return z, Record(probe, per_example, lambda table: [(layer.embeddings, table)])
+
+
+class LSTMTap:
+    """Keras' `LSTM` (gate order i, f, c, o; any activations; masking carries the state over
+    masked steps) returning its last output.
+
+    The input projection x_t W + b of all steps is computed at once and probed, so the probe
+    gradient is dL/dz_t for every gate pre-activation z_t = x_t W + h_{t-1} U + b. The gates are
+    then one linear map of [x_t, h_{t-1}] at every time step, which `LinearGradients` handles.
+    """
+
+    def unsupported(self, layer) -> str | None:
+        flags = {"return_sequences": False, "return_state": False, "go_backwards": False,
+                 "stateful": False, "time_major": False}
+        wrong = [f"{k}={getattr(layer, k)}" for k, v in flags.items() if getattr(layer, k) != v]
+        if layer.dropout or layer.recurrent_dropout:
+            wrong.append(f"dropout={layer.dropout}, recurrent_dropout={layer.recurrent_dropout}")
+        if wrong:
+            return (f"{', '.join(wrong)} (supported: the last output of a forward LSTM "
+                    "without dropout)")
+        return None
+
+    def method(self, layer) -> str:
+        _, steps, features = layer.input_shape
+        return choose_method(steps, features + layer.units, 4 * layer.units)
+
+    def forward(self, layer, inputs, mask, probes: Probes, method: str):
+        cell = layer.cell
+        recurrent = _weight(cell.recurrent_kernel)
+        z = tf.tensordot(inputs, _weight(cell.kernel), [[2], [0]])
+        if cell.use_bias:
+            z = tf.nn.bias_add(z, _weight(cell.bias))
+        z, probe = probes.attach(z)
+
+        def step(z_t, states):
+            h, c = states
+            i, f, candidate, o = tf.split(z_t + tf.matmul(h, recurrent), 4, axis=1)
+            c = (cell.recurrent_activation(f) * c
+                 + cell.recurrent_activation(i) * cell.activation(candidate))
+            h = cell.recurrent_activation(o) * cell.activation(c)
+            return h, [h, c]
+
+        zeros = tf.zeros((tf.shape(inputs)[0], layer.units), inputs.dtype)
+        # Outputs at masked steps repeat the carried state, so outputs[t] is the state entering
+        # step t + 1, whatever Keras' own zero_output_for_mask says about the visible output.
+        last, outputs, _ = tf.keras.backend.rnn(
+            step, z, [zeros, zeros], mask=mask, unroll=layer.unroll,
+            input_length=inputs.shape[1], zero_output_for_mask=False)
+        if layer.zero_output_for_mask and mask is not None:
+            last = tf.where(mask[:, -1:], last, tf.zeros_like(last))
+        previous = tf.concat([zeros[:, None], outputs[:, :-1]], axis=1)
+        recorded = tf.stop_gradient(tf.concat([inputs, previous], axis=-1))
+        features = inputs.shape[-1]
+
+        def per_example(gradient):
+            return LinearGradients(recorded, gradient, cell.use_bias, method)
+
+        def variables_of(parts):
+            weight, bias = parts
+            out = [(cell.kernel, weight[:features]), (cell.recurrent_kernel, weight[features:])]
+            return out + ([(cell.bias, bias)] if cell.use_bias else [])
+        return last, Record(probe, per_example, variables_of)
+
+
+# Exact classes: a subclass (Conv2DTranspose is a Conv2D) may compute something else.
+TAPS = {
+    tf.keras.layers.Dense: DenseTap(),
+    tf.keras.layers.Conv2D: Conv2DTap(),
+    tf.keras.layers.Embedding: EmbeddingTap(),
+    tf.keras.layers.LSTM: LSTMTap(),
+}
+
+# Layers without trainable weights that treat every example on its own: called as they are.
+PER_EXAMPLE_LAYERS = (
+    tf.keras.layers.Activation, tf.keras.layers.ReLU, tf.keras.layers.LeakyReLU,
+    tf.keras.layers.ELU, tf.keras.layers.Softmax,
+    tf.keras.layers.Flatten, tf.keras.layers.Reshape, tf.keras.layers.Permute,
+    tf.keras.layers.Dropout, tf.keras.layers.SpatialDropout1D, tf.keras.layers.SpatialDropout2D,
+    tf.keras.layers.GaussianNoise, tf.keras.layers.Masking, tf.keras.layers.Rescaling,
+    tf.keras.layers.MaxPooling1D, tf.keras.layers.MaxPooling2D,
+    tf.keras.layers.AveragePooling1D, tf.keras.layers.AveragePooling2D,
+    tf.keras.layers.GlobalAveragePooling1D, tf.keras.layers.GlobalAveragePooling2D,
+    tf.keras.layers.GlobalMaxPooling1D, tf.keras.layers.GlobalMaxPooling2D,
+    tf.keras.layers.ZeroPadding2D, tf.keras.layers.Cropping2D,
+    tf.keras.layers.LayerNormalization,
+    # Frozen copies of the layers with taps (BatchNormalization is decided by the caller: only
+    # frozen, that is in inference mode, does it leave examples independent).
+    *TAPS,
+)

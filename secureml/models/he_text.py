@@ -1,0 +1,42 @@
+"""The HE-friendly text classifier: Embedding, masked mean, Dense, polynomial, Dense.
+
+The mean of the token embeddings is linear in the text's bag of words, so the server computes
+it from an encrypted (normalized) word-count vector: the client never sends token ids. Layer
+names follow the text convention (`embedding`, `logits`).
+"""
+from dataclasses import dataclass
+from typing import Literal
+
+import tensorflow as tf
+
+from ..errors import ConfigError
+from .he_layers import poly_activation
+from .outputs import num_logits
+
+
+@dataclass
+class HETextOptions:
+    embedding_dim: int = 16
+    dense_units: int = 16
+    activation: Literal["square", "poly"] = "square"
+
+    def validate(self):
+        if self.embedding_dim < 1 or self.dense_units < 1:
+            raise ConfigError("embedding_dim and dense_units must be positive integers")
+
+
+def build_he_text(options: HETextOptions, input_shape: tuple, num_classes: int,
+                  vocab_size: int | None = None, **_) -> tf.keras.Model:
+    if len(input_shape) != 1:
+        raise ConfigError(f"he_text needs token-id sequences of shape (length,); got input "
+                          f"shape {tuple(input_shape)}. For images, use model 'he_cnn'.")
+    if not vocab_size:
+        raise ConfigError("he_text needs the vocabulary size of the fitted text vectorizer")
+    inputs = tf.keras.Input(shape=input_shape, dtype="int32", name="tokens")
+    x = tf.keras.layers.Embedding(vocab_size, options.embedding_dim, mask_zero=True,
+                                  name="embedding")(inputs)
+    x = tf.keras.layers.GlobalAveragePooling1D(name="mean")(x)
+    x = tf.keras.layers.Dense(options.dense_units, name="dense")(x)
+    x = poly_activation(options.activation, "act")(x)
+    logits = tf.keras.layers.Dense(num_logits(num_classes), dtype="float32", name="logits")(x)
+    return tf.keras.Model(inputs, logits, name="he_text")

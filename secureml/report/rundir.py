@@ -1,0 +1,83 @@
+"""Reading run folders: whatever is there, never failing on what is missing or unreadable.
+
+A report must be rebuildable years later from a run folder alone, including a partial one (a
+run that was interrupted, a variant whose evaluation crashed): every file is optional, and
+what could not be read is listed under `problems` instead of raising.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from ..errors import ConfigError
+
+
+def _read(path: Path, problems: list[str], parse):
+    if not path.is_file():
+        return None
+    try:
+        return parse(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError) as err:
+        problems.append(f"{path.name} in {path.parent} could not be read: "
+                        f"{type(err).__name__}: {str(err)[:200]}")
+        return None
+
+
+def read_json(path: Path, problems: list[str]):
+    return _read(path, problems, json.loads)
+
+
+def run_folder(path: str | Path) -> tuple[Path, list[str] | None]:
+    """The run folder for `path`, and the variants to keep (None: all).
+
+    `path` may also be one variant's folder (it holds metrics.json): then only that variant.
+    """
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise ConfigError(f"{path} is not a folder; pass a run folder written by "
+                          f"`secureml run` (it holds config.yaml and one folder per variant)")
+    if (path / "metrics.json").is_file() and not (path / "config.yaml").is_file():
+        return path.parent, [path.name]
+    return path, None
+
+
+def read_run(path: str | Path) -> dict:
+    """Everything a report needs from one run folder (see docs/report.md)."""
+    root, only = run_folder(path)
+    problems: list[str] = []
+    config = _read(root / "config.yaml", problems, yaml.safe_load)
+    data = read_json(root / "data.json", problems)
+    if config is None and not (root / "config.yaml").is_file():
+        problems.append(f"{root} has no config.yaml: is it a run folder?")
+    order = list((config or {}).get("variants") or {})
+    folders = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                     key=lambda p: (order.index(p.name) if p.name in order else len(order),
+                                    p.name))
+    variants = []
+    for folder in folders:
+        if only is not None and folder.name not in only:
+            continue
+        metrics = read_json(folder / "metrics.json", problems)
+        if not isinstance(metrics, dict):
+            if (folder / "history.json").is_file() or (folder / "model").is_dir():
+                problems.append(f"variant '{folder.name}' has no readable metrics.json "
+                                f"(interrupted run?); left out")
+            continue
+        history = read_json(folder / "history.json", problems)
+        variants.append({"name": folder.name, "directory": str(folder.resolve()),
+                         "metrics": metrics,
+                         "history": history if isinstance(history, list) else []})
+    missing = [v for v in order if v not in {x["name"] for x in variants}
+               and (only is None or v in only)]
+    problems.extend(f"variant '{v}' is in config.yaml but has no results" for v in missing)
+    return {
+        "name": (config or {}).get("name") or root.name,
+        "directory": str(root.resolve()),
+        "description": (config or {}).get("description") or "",
+        "config": config,
+        "data": data if isinstance(data, dict) else None,
+        "variants": variants,
+        "problems": problems,
+    }

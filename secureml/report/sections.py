@@ -1,0 +1,535 @@
+"""What the report shows, independent of the output format.
+
+`build_sections(document, plots=True)` turns the report document into a tree of `Section`s made
+of blocks (paragraphs, tables, key/value lists, plots). The Markdown and HTML writers only
+render that tree, so both formats always show the same numbers. Sections this module does not
+know (a capability added later) are shown as generic key/value tables.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..audit.scorecard import lookup
+from . import plots as P
+from .document import label
+
+KNOWN_SECTIONS = {"schema_version", "run", "variant", "model", "defences", "test", "train",
+                  "cost", "training", "data", "environment", "privacy", "membership",
+                  "robustness", "he"}
+ATTACK_NAMES = {"loss": "loss threshold", "confidence": "confidence threshold",
+                "entropy": "entropy threshold", "shadow": "shadow models (Shokri)",
+                "lira_offline": "LiRA offline", "lira_online": "LiRA online"}
+
+
+@dataclass
+class Block:
+    kind: str                     # "text", "note", "table", "plot"
+    text: str = ""
+    columns: list[str] = field(default_factory=list)
+    rows: list[list[Any]] = field(default_factory=list)
+    status_column: int | None = None  # a table column holding pass/warn/fail
+    plot_id: str = ""
+    png: bytes | None = None
+
+
+@dataclass
+class Section:
+    id: str
+    title: str
+    blocks: list[Block] = field(default_factory=list)
+    children: list["Section"] = field(default_factory=list)
+
+    def text(self, text: str, note: bool = False) -> None:
+        self.blocks.append(Block("note" if note else "text", text=text))
+
+    def table(self, columns: list[str], rows: list[list], status_column: int | None = None):
+        if rows:
+            self.blocks.append(Block("table", columns=columns,
+                                     rows=[[fmt(v) for v in r] for r in rows],
+                                     status_column=status_column))
+
+    def values(self, items: list[tuple[str, Any]]) -> None:
+        self.table(["field", "value"], [[k, v] for k, v in items if v is not None])
+
+    def plot(self, plot_id: str, title: str, png: bytes | None) -> None:
+        if png is not None:
+            self.blocks.append(Block("plot", text=title, plot_id=plot_id, png=png))
+
+
+def slug(*parts: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", "-".join(str(p) for p in parts)).strip("-").lower()
+
+
+def fmt(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if value != value:
+            return "nan"
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float, str)) for v in value):
+        if all(isinstance(v, float) for v in value) and len(value) == 2:
+            return f"[{value[0]:.4g}, {value[1]:.4g}]"
+        text = ", ".join(fmt(v) for v in value)
+        return text if len(text) < 200 else text[:197] + "..."
+    if isinstance(value, (dict, list)):
+        text = json.dumps(value, default=str)
+        return text if len(text) < 200 else text[:197] + "..."
+    return str(value)
+
+
+def pct(value) -> str | None:
+    return None if value is None else f"{100 * value:.2f}%"
+
+
+def flatten(value, prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested dicts as dotted keys, for generic key/value tables."""
+    if isinstance(value, dict):
+        items = []
+        for key, child in value.items():
+            items.extend(flatten(child, f"{prefix}.{key}" if prefix else str(key)))
+        return items
+    return [(prefix, value)]
+
+
+def build_sections(document: dict, with_plots: bool = True) -> list[Section]:
+    runs = document["runs"]
+    sections = [_summary(document, with_plots), _scorecards(document)]
+    for run in runs:
+        sections.append(_data(run, runs, with_plots))
+        for variant in run["variants"]:
+            sections.append(_variant(run, variant, runs, with_plots))
+    sections.append(_methods(document))
+    return sections
+
+
+def _summary(document: dict, with_plots: bool) -> Section:
+    s = Section("summary", "Summary")
+    runs = document["runs"]
+    count = sum(len(r["variants"]) for r in runs)
+    s.text(f"{count} variant(s) from {len(runs)} run folder(s): "
+           + ", ".join(f"{r['name']} ({r['directory']})" for r in runs)
+           + f". Findings rated with the audit policy: {document['policy']['source']}.")
+    s.table(["variant", "model", "defences", "test acc", "train-test gap", "epsilon",
+             "empirical eps >=", "MIA AUC", "TPR @0.1% FPR", "robustness", "HE agreement",
+             "train s", "x baseline", "scorecard"],
+            [[r["variant"], r["model"], r["defences"], r["test_accuracy"], r["accuracy_gap"],
+              r["epsilon"], r["empirical_epsilon"], r["mia_auc"], pct(r["mia_tpr_at_0.1%_fpr"]),
+              r["robustness"], r["he_agreement"], r["train_time_s"], r["train_time_ratio"],
+              f"{r['status']} ({r['fails']} fail, {r['warns']} warn)"]
+             for r in document["comparison"]], status_column=13)
+    if with_plots:
+        curves = {}
+        histories = {}
+        for run in runs:
+            for variant in run["variants"]:
+                name = label(run, variant, runs)
+                membership = variant["metrics"].get("membership") or {}
+                attack = lookup(membership, "best.tpr_attack")
+                if attack:
+                    curves[f"{name} ({ATTACK_NAMES.get(attack, attack)})"] = lookup(
+                        membership, f"attacks.{attack}.roc")
+                histories[name] = variant["history"]
+        s.plot("plot-roc-comparison", "Best membership attack of each variant (log-log ROC)",
+               P.roc_curves(curves, "Membership inference: strongest attack per variant"))
+        s.plot("plot-epsilon-comparison", "Privacy budget spent per epoch",
+               P.epsilon_over_epochs(histories))
+    for run in runs:
+        for problem in run["problems"]:
+            s.text(f"{run['name']}: {problem}", note=True)
+    return s
+
+
+def _scorecard_rows(rows: list[dict]) -> list[list]:
+    return [[r["title"], r["value"], r["status"], r["threshold"], r["fact"],
+             r["advice"] if r["status"] in ("warn", "fail") else ""] for r in rows]
+
+
+_SCORECARD_COLUMNS = ["finding", "value", "status", "policy", "measured at", "advice"]
+
+
+def _scorecards(document: dict) -> Section:
+    s = Section("scorecard", "Risk scorecard")
+    s.text("Each finding is rated against the audit policy "
+           f"({document['policy']['source']}). 'not measured' means the run did not measure "
+           "it (enable the evaluation to rate it); 'not rated' means the measurement cannot be "
+           "trusted enough to rate (see the section).")
+    runs = document["runs"]
+    for run in runs:
+        child = Section(slug("scorecard-data", run["name"]), f"Data: {run['name']}")
+        child.table(_SCORECARD_COLUMNS, _scorecard_rows(run["data_scorecard"]), status_column=2)
+        s.children.append(child)
+        for variant in run["variants"]:
+            name = label(run, variant, runs)
+            child = Section(slug("scorecard", run["name"], variant["name"]),
+                            f"Variant: {name} ({variant['status']['status']})")
+            child.table(_SCORECARD_COLUMNS, _scorecard_rows(variant["scorecard"]),
+                        status_column=2)
+            s.children.append(child)
+    return s
+
+
+def _data(run: dict, runs: list[dict], with_plots: bool) -> Section:
+    s = Section(slug("data", run["name"]), f"Data: {run['name']}")
+    data = run["data"] or {}
+    summary, audit = data.get("summary") or {}, data.get("audit")
+    sizes = summary.get("sizes") or {}
+    s.values([("data set", summary.get("name")), ("kind", summary.get("kind")),
+              ("classes", summary.get("class_names")),
+              ("train / validation / test", "/".join(str(sizes.get(k, "–")) for k in
+                                                     ("train", "validation", "test"))),
+              *[(f"source.{k}", v) for k, v in flatten(summary.get("source") or {})],
+              *[(f"notes.{k}", v) for k, v in flatten(summary.get("notes") or {})]])
+    if not isinstance(audit, dict) or "duplicates" not in audit:
+        s.text("No data audit in this run folder (audit.data was off, or the audit did not "
+               "run): `secureml audit RUN_DIR` adds it.", note=True)
+        return s
+    balance = audit.get("class_balance") or {}
+    child = Section(slug("data", run["name"], "balance"), "Class balance")
+    child.values([("largest / smallest training class", balance.get("imbalance_ratio")),
+                  ("train vs test class mix (total variation)",
+                   balance.get("train_test_distance")),
+                  ("classes missing in train", balance.get("missing_in_train") or None)])
+    if with_plots:
+        child.plot(slug("plot-balance", run["name"]), "Examples per class and split",
+                   P.class_balance(balance.get("counts") or {}, "Class balance"))
+    s.children.append(child)
+    s.children.append(_duplicates(run, audit["duplicates"]))
+    s.children.append(_labels(run, audit.get("labels") or {}))
+    s.children.append(_outliers(run, audit.get("outliers") or {}))
+    if audit.get("personal_data"):
+        s.children.append(_personal_data(run, audit["personal_data"]))
+    s.text(f"Audit time: {fmt(lookup(audit, 'cost.total_s'))} s "
+           f"({fmt(lookup(audit, 'cost.seconds'))}).", note=True)
+    return s
+
+
+def _duplicates(run: dict, dup: dict) -> Section:
+    s = Section(slug("data", run["name"], "duplicates"), "Duplicates and train/test overlap")
+    method = dup.get("method") or {}
+    s.text(f"Exact: {method.get('exact', '?')}. Near: {method.get('near', '?')}.")
+    rows = []
+    for level in ("exact", "near"):
+        for split, w in ((dup.get(level) or {}).get("within") or {}).items():
+            rows.append([level, f"within {split}", w.get("redundant_copies"), w.get("fraction"),
+                         w.get("groups"), w.get("label_conflicts")])
+        for pair, a in ((dup.get(level) or {}).get("across") or {}).items():
+            first, _, second = pair.partition("_")
+            rows.append([level, f"{a.get('of')} examples also in {first}", a.get("examples"),
+                         a.get("fraction"), None, None])
+    s.table(["level", "where", "examples", "fraction", "groups", "groups with label conflicts"],
+            rows)
+    exact, near = dup.get("exact") or {}, dup.get("near") or {}
+    s.values([("distinct examples in all splits (exact)", exact.get("distinct_all")),
+              ("distinct examples in all splits (near)", near.get("distinct_all")),
+              ("examples in all splits", exact.get("total_all"))])
+    groups = [(split, g) for split, w in (near.get("within") or {}).items()
+              for g in w.get("example_groups", [])]
+    if any("text" in g for _, g in groups):
+        s.table(["split", "indices of one group of copies", "text (personal data masked)"],
+                [[split, g.get("indices"), g.get("text")] for split, g in groups])
+    else:
+        s.table(["split", "indices of one group of copies"],
+                [[split, g.get("indices")] for split, g in groups])
+    return s
+
+
+def _labels(run: dict, labels: dict) -> Section:
+    s = Section(slug("data", run["name"], "labels"), "Suspicious labels")
+    if not labels.get("checked"):
+        s.text(f"Not checked: {labels.get('reason', 'no result')}.", note=True)
+        return s
+    s.values([("method", labels.get("method")), ("examples checked", labels.get("checked")),
+              ("checker accuracy (cross-validated)", labels.get("checker_accuracy")),
+              ("suspicious", labels.get("suspicious")), ("fraction", labels.get("fraction")),
+              ("per class", labels.get("by_class"))])
+    if not labels.get("trusted"):
+        s.text("The checker is too weak on this data for the count to be rated; the examples "
+               "are its most confident disagreements.", note=True)
+    s.table(["train index", "label", "checker suggests", "p(label)", "p(suggested)"],
+            [[e["index"], e["label"], e["suggested"], e["label_probability"],
+              e["suggested_probability"]] for e in labels.get("examples", [])])
+    return s
+
+
+def _outliers(run: dict, outliers: dict) -> Section:
+    s = Section(slug("data", run["name"], "outliers"), "Outliers")
+    s.values([("method", outliers.get("method")), ("outliers", outliers.get("outliers")),
+              ("fraction", outliers.get("fraction")), ("by reason", outliers.get("by_reason")),
+              ("median words", outliers.get("words_median")),
+              ("most words", outliers.get("words_max"))])
+    s.table(["train index", "reasons", "robust z"],
+            [[e["index"], e["reasons"], e["score"]] for e in outliers.get("examples", [])])
+    return s
+
+
+def _personal_data(run: dict, found: dict) -> Section:
+    s = Section(slug("data", run["name"], "personal-data"), "Personal data in text")
+    rows, shown = [], []
+    for split, scan in found.items():
+        for kind, entry in (scan.get("by_type") or {}).items():
+            rows.append([split, kind, entry.get("matches"), entry.get("texts")])
+            shown.extend([split, kind, e["index"], e["masked"]] for e in entry.get("examples", []))
+        rows.append([split, "any", None, f"{scan.get('texts_with_personal_data')} of "
+                                         f"{scan.get('texts')} ({pct(scan.get('fraction'))})"])
+    s.table(["split", "type", "matches", "texts"], rows)
+    s.table(["split", "type", "index", "masked example"], shown)
+    s.text("Patterns find e-mail addresses, phone numbers, URLs, IP addresses and card "
+           "numbers that pass the Luhn check; names and street addresses are not detected. "
+           "The data option `anonymize` replaces them with typed placeholders before training.",
+           note=True)
+    return s
+
+
+def _variant(run: dict, variant: dict, runs: list[dict], with_plots: bool) -> Section:
+    m = variant["metrics"]
+    name = label(run, variant, runs)
+    vid = slug("variant", run["name"], variant["name"])
+    s = Section(vid, f"Variant: {name}")
+    s.values([("model", m.get("model")), ("defences", m.get("defences") or "none"),
+              ("scorecard", f"{variant['status']['status']} ({variant['status']['fail']} fail, "
+                            f"{variant['status']['warn']} warn)"),
+              ("folder", variant["directory"])])
+    s.children.append(_test(vid, name, m, with_plots))
+    s.children.append(_training(vid, name, m, variant["history"], with_plots))
+    s.children.append(_generic(vid, "cost", "Cost", m.get("cost")))
+    if "privacy" in m:
+        s.children.append(_privacy(vid, m["privacy"], variant["history"], with_plots))
+    if "membership" in m:
+        s.children.append(_membership(vid, name, m["membership"], with_plots))
+    if "robustness" in m:
+        s.children.append(_robustness(vid, name, m["robustness"], with_plots))
+    if "he" in m:
+        s.children.append(_encrypted(vid, m["he"]))
+    for key in m:
+        if key not in KNOWN_SECTIONS:
+            s.children.append(_generic(vid, key, f"Section '{key}'", m[key]))
+    s.children.append(_generic(vid, "environment", "Environment", m.get("environment")))
+    return s
+
+
+def _generic(vid: str, key: str, title: str, value) -> Section:
+    s = Section(slug(vid, key), title)
+    if isinstance(value, dict):
+        s.values(flatten(value))
+    elif value is None:
+        s.text("Not recorded in this run folder.", note=True)
+    else:
+        s.values([(key, value)])
+    return s
+
+
+def _test(vid: str, name: str, m: dict, with_plots: bool) -> Section:
+    s = Section(slug(vid, "test"), "Test metrics")
+    test, train = m.get("test") or {}, m.get("train") or {}
+    if not test:
+        s.text("No test metrics recorded.", note=True)
+        return s
+    s.values([("test examples", test.get("examples")), ("test accuracy", test.get("accuracy")),
+              ("test loss", test.get("loss")), ("macro F1", test.get("macro_f1")),
+              ("train accuracy", train.get("accuracy")), ("train loss", train.get("loss"))])
+    s.table(["class", "precision", "recall", "F1", "support"],
+            [[c, v.get("precision"), v.get("recall"), v.get("f1"), v.get("support")]
+             for c, v in (test.get("per_class") or {}).items()])
+    if with_plots:
+        s.plot(slug(vid, "plot-confusion"), "Confusion matrix (test)",
+               P.confusion_matrix(test.get("confusion_matrix"),
+                                  list((test.get("per_class") or {}).keys()),
+                                  f"{name}: confusion matrix (test)"))
+    return s
+
+
+def _training(vid: str, name: str, m: dict, history: list[dict], with_plots: bool) -> Section:
+    s = Section(slug(vid, "training"), "Training")
+    s.values(flatten(m.get("training") or {}))
+    if with_plots:
+        s.plot(slug(vid, "plot-training"), "Training curves",
+               P.training_curves(history, f"{name}: training curves"))
+    keys = [k for k in ("loss", "accuracy", "val_loss", "val_accuracy", "epsilon",
+                        "epoch_time_s") if any(k in row for row in history)]
+    s.table(["epoch", *keys], [[row.get("epoch"), *[row.get(k) for k in keys]]
+                               for row in history])
+    return s
+
+
+def _privacy(vid: str, privacy: dict, history: list[dict], with_plots: bool) -> Section:
+    s = Section(slug(vid, "privacy"), "Differential privacy (DP-SGD)")
+    if privacy.get("guarantee"):
+        holds = privacy.get("guarantee_holds")
+        s.text(f"Accounted guarantee: {privacy['guarantee']}."
+               + ("" if holds is None else " It holds as stated." if holds else
+                  " It does NOT hold as stated (see the notes)."))
+    notes = privacy.get("notes") or []
+    for note in [notes] if isinstance(notes, str) else notes:
+        s.text(str(note), note=True)
+    s.values([(k, v) for k, v in flatten(privacy) if k not in ("guarantee", "notes")])
+    if with_plots:
+        s.plot(slug(vid, "plot-epsilon"), "Epsilon spent per epoch",
+               P.epsilon_over_epochs({"epsilon": history}))
+    return s
+
+
+def _membership(vid: str, name: str, mi: dict, with_plots: bool) -> Section:
+    s = Section(slug(vid, "membership"), "Membership inference")
+    settings = mi.get("settings") or {}
+    s.text(f"{settings.get('members', '?')} training examples (members) against "
+           f"{settings.get('non_members', '?')} examples the model never trained on "
+           f"({settings.get('non_member_source', 'held out')}). An attack that cannot tell "
+           f"them apart has AUC 0.5 +- {fmt(mi.get('null_auc_std'))} (one standard deviation "
+           f"at this sample size) and TPR equal to its FPR.")
+    attacks = mi.get("attacks") or {}
+    rows = []
+    for attack, r in attacks.items():
+        low = {round(t["fpr"], 6): t for t in r.get("tpr_at_fpr", [])}
+        at1, at10 = low.get(0.001, {}), low.get(0.01, {})
+        rows.append([ATTACK_NAMES.get(attack, attack), r.get("auc"), r.get("auc_ci"),
+                     r.get("advantage"), pct(at1.get("tpr")),
+                     f"[{pct(at1['tpr_ci'][0])}, {pct(at1['tpr_ci'][1])}]" if at1 else None,
+                     pct(at10.get("tpr")),
+                     f"[{pct(at10['tpr_ci'][0])}, {pct(at10['tpr_ci'][1])}]" if at10 else None,
+                     lookup(r, "empirical_epsilon.epsilon_lower_bound")])
+    s.table(["attack", "AUC", "AUC 95% CI", "advantage", "TPR @0.1% FPR", "CI",
+             "TPR @1% FPR", "CI", "epsilon >="], rows)
+    limited = [a for a, r in attacks.items()
+               if any(t.get("resolution_limited") for t in r.get("tpr_at_fpr", []))]
+    if limited:
+        s.text(f"With {settings.get('non_members')} non-members the smallest measurable FPR is "
+               f"{pct(1 / settings['non_members']) if settings.get('non_members') else '?'}: "
+               "TPR at 0.1% FPR is then the TPR at zero false positives.", note=True)
+    if with_plots:
+        s.plot(slug(vid, "plot-roc"), "ROC curves of every attack (log-log)",
+               P.roc_curves({ATTACK_NAMES.get(a, a): r.get("roc") for a, r in attacks.items()},
+                            f"{name}: membership inference ROC"))
+    s.children.append(_empirical(vid, mi))
+    best = lookup(mi, "best.tpr_attack")
+    per_class = lookup(attacks, f"{best}.per_class") if best else None
+    if per_class:
+        child = Section(slug(vid, "membership-classes"),
+                        f"Per class ({ATTACK_NAMES.get(best, best)})")
+        child.table(["class", "members", "non-members", "AUC", "advantage"],
+                    [[c, v["members"], v["non_members"], v["auc"], v["advantage"]]
+                     for c, v in per_class.items()])
+        s.children.append(child)
+    exposed = mi.get("exposed_examples") or []
+    if exposed:
+        child = Section(slug(vid, "membership-exposed"), "Most exposed training examples")
+        keys = [k for k in ("train_index", "class", "attack", "score",
+                            "above_0.1%_fpr_threshold", "text") if any(k in e for e in exposed)]
+        child.table(keys, [[e.get(k) for k in keys] for e in exposed])
+        s.children.append(child)
+    child = Section(slug(vid, "membership-settings"), "Settings and cost")
+    child.values(flatten(settings) + [(f"cost.{k}", v) for k, v in flatten(mi.get("cost"))])
+    s.children.append(child)
+    return s
+
+
+def _empirical(vid: str, mi: dict) -> Section:
+    s = Section(slug(vid, "empirical-privacy"), "Empirical privacy")
+    emp = mi.get("empirical_privacy") or {}
+    bound, accounted = emp.get("epsilon_lower_bound"), emp.get("accounted_epsilon")
+    if bound is not None:
+        verdict = (f"With {pct(emp.get('confidence'))} confidence the attacks prove "
+                   f"epsilon >= {fmt(bound)} (delta {fmt(emp.get('delta'))}; the most these "
+                   f"examples could prove is {fmt(emp.get('max_provable'))}).")
+        if accounted is not None:
+            verdict += (" THE DP GUARANTEE IS BROKEN: the lower bound exceeds the accounted "
+                        f"epsilon {fmt(accounted)}." if emp.get("guarantee_broken") else
+                        f" Consistent with the accounted epsilon {fmt(accounted)}.")
+        else:
+            verdict += " No DP accounting in this variant to compare with."
+        s.text(verdict)
+        s.values(flatten(emp))
+    canaries = mi.get("canaries")
+    if canaries:
+        s.text(f"Canary audit: {canaries.get('canaries')} {canaries.get('kind')}, each trained "
+               f"on with probability 1/2; {canaries.get('correct')} of "
+               f"{canaries.get('guesses')} guesses right; epsilon >= "
+               f"{fmt(canaries.get('epsilon_lower_bound'))}"
+               + (" (GUARANTEE BROKEN)" if canaries.get("guarantee_broken") else "") + ".")
+        s.values([(k, v) for k, v in flatten(canaries) if not k.startswith("tpr_at_fpr")])
+    return s
+
+
+def _robustness(vid: str, name: str, rob: dict, with_plots: bool) -> Section:
+    s = Section(slug(vid, "robustness"), "Adversarial robustness")
+    if rob.get("headline"):
+        s.text(f"Headline: {rob['headline']}.")
+    table = rob.get("robust_accuracy") or {}
+    budgets = list(dict.fromkeys(b for row in table.values() for b in row))
+    s.table(["attack", *budgets], [[a, *[row.get(b) for b in budgets]]
+                                   for a, row in table.items()])
+    worst = rob.get("worst_case") or {}
+    s.table(["worst case over attacks", *[b for row in worst.values() for b in row]],
+            [[norm, *row.values()] for norm, row in worst.items()])
+    if with_plots:
+        s.plot(slug(vid, "plot-robustness"), "Robust accuracy against epsilon",
+               P.robust_accuracy(rob.get("attacks"), rob.get("clean_accuracy"),
+                                 f"{name}: robust accuracy"))
+    checks = rob.get("sanity_checks") or []
+    if checks:
+        child = Section(slug(vid, "robustness-sanity"), "Sanity checks")
+        child.table(["check", "status", "detail"],
+                    [[c.get("name"), {True: "pass", False: "fail", None: "not_measured"}[
+                        c.get("passed")], c.get("detail")] for c in checks], status_column=1)
+        s.children.append(child)
+    rest = {k: v for k, v in rob.items() if k not in ("headline", "robust_accuracy",
+                                                     "worst_case", "attacks", "sanity_checks")}
+    child = Section(slug(vid, "robustness-settings"), "Settings and cost")
+    child.values(flatten(rest))
+    s.children.append(child)
+    return s
+
+
+def _encrypted(vid: str, he: dict) -> Section:
+    s = Section(slug(vid, "he"), "Encrypted inference")
+    if he.get("encrypted_accuracy") is not None:
+        s.text(f"On {he.get('samples')} test examples the decrypted predictions agree with the "
+               f"plaintext model on {pct(he.get('agreement'))} (largest logit error "
+               f"{fmt(he.get('max_abs_error'))}); encrypted accuracy "
+               f"{fmt(he.get('encrypted_accuracy'))}, plaintext "
+               f"{fmt(he.get('plaintext_accuracy'))}.")
+    packings = he.get("packings") or {}
+    if isinstance(packings, dict) and packings:
+        fields = list(dict.fromkeys(k for run in packings.values() for k in run))
+        s.table(["packing", *packings], [[f, *[run.get(f) for run in packings.values()]]
+                                         for f in fields])
+    s.values([(k, v) for k, v in flatten(he) if not k.startswith("packings.")])
+    return s
+
+
+_METHODS = [
+    ("Test metrics", "Accuracy, loss (cross-entropy from logits), macro F1, per-class "
+     "precision/recall/F1 and the confusion matrix on the test split (secureml.evaluation)."),
+    ("Membership inference", "Loss, confidence and entropy thresholds score each example from "
+     "the target model alone; the shadow-model attack (Shokri et al. 2017) and LiRA (Carlini et "
+     "al. 2022) train shadow models with the variant's own recipe. ROC AUC intervals: Hanley & "
+     "McNeil; TPR intervals: Clopper-Pearson. The 0.1% FPR threshold is read off the same "
+     "examples it is applied to."),
+    ("Empirical epsilon", "FPR and FNR measured at a threshold chosen on a separate half of the "
+     "examples, each bounded above by Clopper-Pearson; (eps, delta)-DP implies "
+     "TPR <= e^eps FPR + delta, so the bounds give the smallest epsilon consistent with the "
+     "attack. Canary audit: Steinke, Nasr & Jagielski 2023."),
+    ("Data audit", "Duplicates by hashing (raw/normalized text, 8-bit pixels, 64-bit DCT "
+     "perceptual hashes with banded candidate search); suspicious labels by cross-validated "
+     "disagreement with a linear model (low self-confidence); outliers by robust z-scores; "
+     "personal data by patterns with a Luhn check for card numbers."),
+    ("Scorecard", "Each rule of the audit policy compares one value of the run folder (its path "
+     "is listed as 'measured at') with the policy's thresholds."),
+]
+
+
+def _methods(document: dict) -> Section:
+    s = Section("methods", "How the numbers were measured")
+    s.table(["what", "how"], [list(row) for row in _METHODS])
+    s.table(["policy rule", "value at", "thresholds"],
+            [[name, r["fact"], r["threshold"]] for name, r in document["policy"]["rules"].items()])
+    s.values([("report schema", f"{document['schema']} v{document['schema_version']}"),
+              ("generated", document["generated_at"]),
+              ("secureml", document["generator"]["secureml"]),
+              *[(f"run folder {r['name']}", r["directory"]) for r in document["runs"]]])
+    return s
