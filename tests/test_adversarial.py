@@ -12,7 +12,6 @@ from secureml.defences.adversarial.objectives import perturb
 from secureml.errors import ConfigError, UnsupportedError
 from secureml.models import build_model, log_probabilities
 from secureml.training import train
-from test_attacks import digits  # noqa: F401 (the fixture; tests/ is on sys.path under pytest)
 
 EPSILON = 0.15  # about two of digits' 17 grey levels
 TRAINING = {"epochs": 8, "batch_size": 32, "learning_rate": 0.003}

@@ -12,14 +12,6 @@ from secureml.training import train
 
 
 @pytest.fixture(scope="module")
-def digits():
-    from sklearn.datasets import load_digits
-    d = load_digits()
-    x = (d.images / 16.0).astype("float32")[..., None]
-    return x[:1200], d.target[:1200], x[1200:], d.target[1200:]
-
-
-@pytest.fixture(scope="module")
 def plain(digits):
     x, y, *_ = digits
     tf.keras.utils.set_random_seed(0)

@@ -26,12 +26,10 @@ def _fit(x, y, seed):
 
 
 @pytest.fixture(scope="module")
-def digits():
-    from sklearn.datasets import load_digits
-    d = load_digits()
-    x = (d.images / 16.0).astype("float32")[..., None]
-    order = np.random.default_rng(0).permutation(len(d.target))
-    return x[order], d.target[order]
+def digits(digits_arrays):
+    x, y = digits_arrays
+    order = np.random.default_rng(0).permutation(len(y))
+    return x[order], y[order]
 
 
 @pytest.fixture(scope="module")

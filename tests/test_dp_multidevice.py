@@ -3,26 +3,12 @@
 Logical devices must be configured before TensorFlow initializes, so each configuration trains
 in a fresh Python process.
 """
-import json
-import subprocess
-import sys
-import textwrap
-
 import numpy as np
 import pytest
 
-SCRIPT = textwrap.dedent("""
-    import json, sys
-    import numpy as np, tensorflow as tf
+SCRIPT = """
     from secureml.defences import dp_sgd
-    from secureml.models import build_model
-    from secureml.training import RuntimeConfig, configure_runtime, make_strategy, train
 
-    replicas = int(sys.argv[1])
-    runtime = RuntimeConfig(strategy="mirrored" if replicas > 1 else "default",
-                            cpu_devices=replicas)
-    configure_runtime(runtime)
-    strategy = make_strategy(runtime)
     rng = np.random.default_rng(0)
     x = rng.random((256, 8, 8, 1), dtype=np.float32)
     y = rng.integers(0, 10, 256)
@@ -49,19 +35,12 @@ SCRIPT = textwrap.dedent("""
     print(json.dumps({"poisson": run(noise_multiplier=1e-9),
                       "shuffle": run(noise_multiplier=1e-9, sampling="shuffle"),
                       "noisy": run(noise_multiplier=100.0, sampling="shuffle")}))
-""")
-
-
-def run(replicas: int) -> dict:
-    out = subprocess.run([sys.executable, "-c", SCRIPT, str(replicas)], capture_output=True,
-                         text=True, timeout=900)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+"""
 
 
 @pytest.fixture(scope="module")
-def single_and_mirrored():
-    return run(1), run(2)
+def single_and_mirrored(run_on_devices):
+    return run_on_devices(SCRIPT, 1), run_on_devices(SCRIPT, 2)
 
 
 @pytest.mark.parametrize("sampling", ["poisson", "shuffle"])

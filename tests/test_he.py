@@ -17,11 +17,9 @@ from secureml.training import train
 
 
 @pytest.fixture(scope="module")
-def digits():
-    from sklearn.datasets import load_digits
-    d = load_digits()
-    x = (d.images / 16.0).astype("float32")[..., None]
-    return x[:1400], d.target[:1400], x[1400:], d.target[1400:]
+def digits(digits_arrays):
+    x, y = digits_arrays
+    return x[:1400], y[:1400], x[1400:], y[1400:]
 
 
 @pytest.fixture(scope="module")

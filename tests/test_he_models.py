@@ -45,11 +45,8 @@ def test_bad_options_are_refused():
         build_model("he_text", (40,), 2)
 
 
-def test_trainable_polynomial_learns_and_survives_save_and_load(tmp_path):
-    from sklearn.datasets import load_digits
-    digits = load_digits()
-    x = (digits.images / 16.0).astype("float32")[..., None][:600]
-    y = digits.target[:600]
+def test_trainable_polynomial_learns_and_survives_save_and_load(tmp_path, digits_arrays):
+    x, y = digits_arrays[0][:600], digits_arrays[1][:600]
     model = build_model("he_cnn", (8, 8, 1), 10, kernel_size=3, strides=1, dense_units=16,
                         activation="poly")
     before = model.get_layer("act1").coefficients().copy()

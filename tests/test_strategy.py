@@ -1,24 +1,6 @@
-"""Multi-device training through MirroredStrategy, tested on 2 logical CPU devices.
+"""Multi-device training through MirroredStrategy, tested on 2 logical CPU devices."""
 
-Logical devices must be configured before TensorFlow initializes, so each check runs in a
-fresh Python process.
-"""
-import json
-import subprocess
-import sys
-import textwrap
-
-SCRIPT = textwrap.dedent("""
-    import json, sys
-    import numpy as np, tensorflow as tf
-    from secureml.models import build_model
-    from secureml.training import RuntimeConfig, configure_runtime, make_strategy, train
-
-    replicas = int(sys.argv[1])
-    runtime = RuntimeConfig(strategy="mirrored" if replicas > 1 else "default",
-                            cpu_devices=replicas)
-    configure_runtime(runtime)
-    strategy = make_strategy(runtime)
+SCRIPT = """
     rng = np.random.default_rng(0)
     x = rng.random((64, 8, 8, 1), dtype=np.float32)
     y = rng.integers(0, 10, 64)
@@ -29,18 +11,11 @@ SCRIPT = textwrap.dedent("""
     print(json.dumps({"replicas": result.cost["device"]["replicas"],
                       "strategy": result.cost["device"]["strategy"],
                       "weights": [w.ravel()[:50].tolist() for w in result.model.get_weights()]}))
-""")
+"""
 
 
-def run(replicas: int) -> dict:
-    out = subprocess.run([sys.executable, "-c", SCRIPT, str(replicas)], capture_output=True,
-                         text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def test_two_replicas_take_the_same_step_as_one_device():
-    single, mirrored = run(1), run(2)
+def test_two_replicas_take_the_same_step_as_one_device(run_on_devices):
+    single, mirrored = run_on_devices(SCRIPT, 1), run_on_devices(SCRIPT, 2)
     assert single["replicas"] == 1
     assert mirrored["replicas"] == 2 and mirrored["strategy"] == "MirroredStrategy"
     # One SGD step on one full batch: the mean gradient must not depend on how the batch is

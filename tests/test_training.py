@@ -8,14 +8,6 @@ from secureml.models import build_model
 from secureml.training import Objective, PlainEngine, train
 
 
-@pytest.fixture(scope="module")
-def digits():
-    from sklearn.datasets import load_digits
-    d = load_digits()
-    x = (d.images / 16.0).astype("float32")[..., None]
-    return x[:1200], d.target[:1200], x[1200:], d.target[1200:]
-
-
 def test_plain_training_learns_and_reports_cost(digits):
     x, y, xt, yt = digits
     tf.keras.utils.set_random_seed(0)
