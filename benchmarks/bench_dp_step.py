@@ -1,6 +1,6 @@
 """The DP-SGD step (issue 4): plain vs tensorflow-privacy vs fast clipping, time and memory.
 
-    pytest benchmarks/bench_dp_step.py --benchmark-enable --benchmark-only -s
+    pytest benchmarks/bench_dp_step.py --benchmark-only -s
 
 For each reference model (image_cnn on CIFAR-10-shaped 32x32x3 images, text_lstm on IMDB-shaped
 sequences: 10,000 words, length 100) and batch size (64, 256), one SGD step of:

@@ -1,9 +1,9 @@
 """Shared benchmark fixtures: input batches, one training step, ratios to a baseline.
 
-Timed: `pytest benchmarks/ --benchmark-enable --benchmark-only`. The default test run passes
+Timed: `pytest benchmarks/ --benchmark-only`. The default test run passes
 `--benchmark-disable`, which calls each benchmark once without timing so that none can rot;
 untimed runs use toy input sizes (`sizes`) to stay quick. Step times do not depend on pixel or
-token values, so the CIFAR-10-, MNIST- and IMDB-shaped batches are random; digits are the real
+token values, so the CIFAR-10- and IMDB-shaped batches are random; digits are the real
 bundled images.
 """
 import numpy as np
@@ -14,9 +14,8 @@ from secureml.training.wrapper import HardenedModel
 
 import tensorflow as tf  # noqa: E402
 
-TIMED_SIZES = {"image": (32, 32, 3), "grayscale": (28, 28, 1), "length": 100,
-               "vocabulary": 10000}
-TOY_SIZES = {"image": (8, 8, 3), "grayscale": (8, 8, 1), "length": 10, "vocabulary": 50}
+TIMED_SIZES = {"image": (32, 32, 3), "length": 100, "vocabulary": 10000}
+TOY_SIZES = {"image": (8, 8, 3), "length": 10, "vocabulary": 50}
 
 
 @pytest.fixture(scope="session")
@@ -28,23 +27,16 @@ def timed(request) -> bool:
 
 @pytest.fixture(scope="session")
 def sizes(timed) -> dict:
-    """Input sizes: CIFAR-10 images, MNIST images, IMDB length and vocabulary when timed."""
+    """Input sizes: CIFAR-10 images, IMDB length and vocabulary when timed."""
     return TIMED_SIZES if timed else TOY_SIZES
 
 
 @pytest.fixture(scope="session")
-def digits():
-    from sklearn.datasets import load_digits
-    d = load_digits()
-    return (d.images / 16.0).astype("float32")[..., None], d.target.astype("int64")
-
-
-@pytest.fixture(scope="session")
 def image_batch(sizes):
-    """`image_batch(n, kind="image")`: n random images of `sizes[kind]`, 10 classes."""
-    def make(n: int, kind: str = "image", seed: int = 0):
+    """`image_batch(n)`: n random images of `sizes["image"]`, 10 classes."""
+    def make(n: int, seed: int = 0):
         rng = np.random.default_rng(seed)
-        return (rng.random((n, *sizes[kind]), dtype=np.float32),
+        return (rng.random((n, *sizes["image"]), dtype=np.float32),
                 rng.integers(0, 10, n).astype("int64"))
     return make
 

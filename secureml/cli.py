@@ -46,13 +46,30 @@ def _run(args) -> int:
 
 
 def _add_datasets(sub) -> None:
-    p = sub.add_parser("datasets", help="list the named data sets and where each would load from")
+    p = sub.add_parser("datasets", help="list the named data sets and where each would load from",
+                       description="List the named data sets and where each would load from "
+                                   "now (a config's data.path, $SECUREML_DATA_DIR, the Keras "
+                                   "cache, a download), without loading or downloading.")
+    p.add_argument("config", nargs="?",
+                   help="an experiment YAML: its data.path counts for its data set")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set data.path=~/data/cifar10")
     p.set_defaults(handler=_datasets)
 
 
 def _datasets(args) -> int:
     from .data import list_sources
-    sources = list_sources()
+    config_paths = {}
+    if args.config:
+        from .config import load_config
+        data = load_config(args.config, args.overrides).data
+        if data.name and data.path is not None:
+            config_paths[data.name] = data.path
+    elif args.overrides:
+        print("secureml: error: --set needs a config (secureml datasets CONFIG --set ...)",
+              file=sys.stderr)
+        return 2
+    sources = list_sources(config_paths)
     rows = [("name", "kind", "status", "loads from")]
     rows += [(s["name"], s["kind"], s["status"], s["location"] or "-") for s in sources]
     widths = [max(len(str(r[i])) for r in rows) for i in range(3)]

@@ -21,7 +21,6 @@ returns an `ExperimentConfig` whose `to_dict()` is the resolved config written t
 """
 from __future__ import annotations
 
-import copy
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,23 +102,11 @@ class ExperimentConfig:
 
 def load_config(source: str | Path | dict, overrides: list[str] = ()) -> ExperimentConfig:
     """Read, override (`key.path=value`, value in YAML syntax) and validate an experiment."""
-    path = None
-    if isinstance(source, dict):
-        raw = copy.deepcopy(source)
-    else:
-        path = Path(source)
-        if not path.is_file():
-            hint = ""
-            if not path.suffix:
-                candidate = Path("experiments") / f"{path}.yaml"
-                hint = f" (did you mean {candidate}?)" if candidate.is_file() else ""
-            raise ConfigError(f"config file {path} does not exist{hint}")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path} is not valid YAML: {err}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path} must contain a mapping of {', '.join(TOP_LEVEL_KEYS)}")
+    hint = ""
+    if not isinstance(source, dict) and not Path(source).suffix:
+        candidate = Path("experiments") / f"{source}.yaml"
+        hint = f" (did you mean {candidate}?)" if candidate.is_file() else ""
+    raw, path = schema.read_mapping(source, "config", TOP_LEVEL_KEYS, hint)
     for override in overrides:
         apply_override(raw, override)
     config = resolve(raw, where=str(path) if path else "config")

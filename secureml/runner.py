@@ -193,7 +193,7 @@ def _run_variant(config: ExperimentConfig, variant: VariantConfig, data: Dataset
     _write_json(directory / "history.json", trained.history)
     _write_json(directory / "metrics.json", metrics)
     _log(progress, f"variant '{variant.name}': test accuracy {metrics['test']['accuracy']:.4f} "
-                   f"in {trained.cost['train_time_s']:.1f}s")
+                   f"in {trained.cost['train_time_s']:.1f}s" + _engine_note(metrics))
 
     context = VariantContext(config, variant, data, inputs, trained.model, trained, metrics,
                              directory, strategy, progress)
@@ -335,6 +335,17 @@ def _json_default(value):
 
 def _write_yaml(path: Path, value) -> None:
     path.write_text(yaml.safe_dump(value, sort_keys=False))
+
+
+def _engine_note(metrics: dict) -> str:
+    """Which gradient engine trained a DP variant, and each layer's per-example norm method."""
+    engine = dict(metrics["training"].get("engine") or {})
+    if "privacy" not in metrics or not engine:
+        return ""
+    name = engine.pop("name")
+    layers = ", ".join(f"{layer} {method}" for layer, method in engine.items()
+                       if isinstance(method, str))
+    return f"; DP-SGD clipping: {name}" + (f" ({layers})" if name == "fast" and layers else "")
 
 
 def _log(enabled: bool, message: str) -> None:

@@ -7,17 +7,38 @@ key's full path, what is allowed and, for typos, the nearest valid key. A datacl
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import types
 import typing
+from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import yaml
 
 from .errors import ConfigError
 
 
 def fail(where: str, message: str) -> typing.NoReturn:
     raise ConfigError(f"{where}: {message}")
+
+
+def read_mapping(source, what: str, top_level_keys: list[str],
+                 missing_hint: str = "") -> tuple[dict, Path | None]:
+    """A YAML file's top-level mapping (or a copy of a dict given directly) and its path."""
+    if isinstance(source, dict):
+        return copy.deepcopy(source), None
+    path = Path(source)
+    if not path.is_file():
+        raise ConfigError(f"{what} file {path} does not exist{missing_hint}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must contain a mapping of {', '.join(top_level_keys)}")
+    return raw, path
 
 
 def build(cls, mapping: Any, where: str):

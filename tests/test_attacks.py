@@ -91,6 +91,23 @@ def test_carlini_wagner_finds_small_l2_changes(plain, digits):
     assert x_adv.min() >= 0 and x_adv.max() <= 1
 
 
+def test_carlini_wagner_on_rgb_images(digits):
+    """cleverhans' batched CW breaks on 3 channels; secureml's per-example search must not."""
+    x, y, xt, yt = digits
+    rgb = lambda images: np.repeat(images, 3, axis=-1)  # noqa: E731
+    tf.keras.utils.set_random_seed(0)
+    model = train(build_model("image_cnn", (8, 8, 3), 10, filters=[8, 16], dense_units=32),
+                  rgb(x), y, config={"epochs": 8, "batch_size": 32, "learning_rate": 0.003},
+                  progress=False).model
+    x_rgb, y_test = rgb(xt[:12]), yt[:12]
+    x_adv = carlini_wagner_l2(model, x_rgb, y_test, steps=50, binary_search_steps=3,
+                              batch_size=5, progress=False)
+    assert x_adv.shape == x_rgb.shape
+    distance = np.linalg.norm((x_adv - x_rgb).reshape(len(x_rgb), -1), axis=1)
+    fooled = np.argmax(model(x_adv).numpy(), -1) != y_test
+    assert fooled.mean() > 0.8 and np.median(distance[fooled]) < 3.5  # image norms are ~7-10
+
+
 def test_robustness_section_of_a_plain_model(plain, digits, tmp_path):
     *_, xt, yt = digits
     section = evaluate_robustness(

@@ -1,5 +1,6 @@
 """Config validation, where named sets come from, list_sources, and the splits."""
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -189,6 +190,21 @@ def test_list_sources(nowhere, monkeypatch):
     rows = {row["name"]: row for row in list_sources()}
     assert rows["mnist"]["status"] == "download"
     assert rows["mnist"]["location"].endswith("mnist.npz")
+
+
+def test_datasets_command_shows_a_configs_path(nowhere, monkeypatch, capsys):
+    from secureml.cli import main
+    sms = write_sms(nowhere / "mine" / "SMSSpamCollection").parent
+    config = nowhere / "exp.yaml"
+    config.write_text("name: e\ndata: {name: sms_spam}\nmodel: {name: text_lstm}\n")
+    assert main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"digits\s+image\s+bundled\s+scikit-learn", out)
+    assert re.search(r"sms_spam\s+text\s+not found", out) and "sms_spam/" in out
+    assert main(["datasets", str(config), "--set", f"data.path={sms}"]) == 0
+    assert re.search(rf"sms_spam\s+text\s+found\s+{re.escape(str(sms))}", capsys.readouterr().out)
+    assert main(["datasets", "--set", "data.path=x"]) == 2
+    assert "needs a config" in capsys.readouterr().err
 
 
 # --- splits ---------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 import argparse
 import json
 import math
+import re
 
 import dp_accounting
 import pytest
@@ -71,6 +72,14 @@ def test_unreachable_budget_names_the_nearest_reachable_setting():
     with pytest.raises(ConfigError, match=r"out of reach.*noise multiplier 1000 gives epsilon "
                                           r"0\.00[0-9]+.*fewer epochs"):
         make_plan(data_size=60000, batch_size=256, epochs=60, target_epsilon=1e-6, delta=1e-5)
+    # The nearest reachable setting is worked out: at noise 1000 the target holds for exactly
+    # the number of steps named, and not one step more.
+    with pytest.raises(ConfigError, match=r"at most (\d+) steps") as caught:
+        make_plan(data_size=1000, batch_size=500, epochs=100, target_epsilon=0.01, delta=1e-5)
+    most = int(re.search(r"at most (\d+) steps", str(caught.value)).group(1))
+    assert 0 < most < 200
+    assert compute_epsilon(1000.0, 0.5, most, 1e-5) <= 0.01 < compute_epsilon(1000.0, 0.5,
+                                                                               most + 1, 1e-5)
     with pytest.raises(ConfigError, match="noise protects little"):
         make_plan(data_size=1000, batch_size=500, epochs=1, target_epsilon=1e4)
 

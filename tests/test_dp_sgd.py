@@ -246,6 +246,12 @@ def test_run_folder_gets_privacy_section_and_epsilon_history(tmp_path):
     assert metrics["training"]["batching"] == {"name": "poisson"}
     assert metrics["cost"]["step_time_ratio"] > 0 and "privacy" not in result.metrics["plain"]
     assert metrics["test"]["accuracy"] > 0.5  # chance is 0.1
+    # clipping: auto chose the fast engine and records each layer's norm method.
+    assert privacy["clipping"] == "fast"
+    engine = metrics["training"]["engine"]
+    assert engine["name"] == "fast"
+    assert {"conv1", "conv2", "dense", "logits"} <= set(engine)
+    assert set(engine.values()) - {"fast"} <= {"direct", "ghost"}
 
 
 def test_shuffled_microbatches_train_and_say_the_guarantee_does_not_hold_as_stated(digits):

@@ -1,11 +1,6 @@
 """Fast per-example clipping: exact against a per-example GradientTape loop and against
 tensorflow-privacy, for every supported layer type, and DP training that matches
 tensorflow-privacy's accuracy."""
-import json
-import subprocess
-import sys
-import textwrap
-
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -124,6 +119,37 @@ def test_conv2d_strides_padding_channels(image, kernel, stride, padding, dilatio
     assert_matches_naive(model, x, labels(rng, 5, 3))
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_conv2d_random_shapes(seed, method):
+    rng = np.random.default_rng(100 + seed)
+    stride = int(rng.integers(1, 4))
+    dilation = 1 if stride > 1 else int(rng.integers(1, 3))  # Keras allows one of them above 1
+    kernel = tuple(int(k) for k in rng.integers(1, 5, 2))
+    padding = str(rng.choice(["valid", "same"]))
+    reach = [(k - 1) * dilation + 1 for k in kernel]
+    image = (int(rng.integers(reach[0], 12)), int(rng.integers(reach[1], 12)),
+             int(rng.integers(1, 5)))
+    inputs = tf.keras.Input(image)
+    h = L.Conv2D(int(rng.integers(1, 7)), kernel, strides=stride, padding=padding,
+                 dilation_rate=dilation, activation="tanh", use_bias=bool(rng.integers(2)))(inputs)
+    model = tf.keras.Model(inputs, head(L.Flatten()(h), 3))
+    x = rng.random((5, *image), dtype=np.float32)
+    assert_matches_naive(model, x, labels(rng, 5, 3), clip=0.5)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_embedding_and_lstm_random_shapes(seed, method):
+    rng = np.random.default_rng(200 + seed)
+    length, vocabulary = int(rng.integers(3, 11)), int(rng.integers(4, 30))
+    classes = int(rng.integers(2, 5))
+    inputs = tf.keras.Input((length,), dtype="int32")
+    h = L.Embedding(vocabulary, int(rng.integers(1, 6)), mask_zero=True)(inputs)
+    h = L.LSTM(int(rng.integers(1, 7)), unroll=bool(rng.integers(2)))(h)
+    model = tf.keras.Model(inputs, head(h, classes))
+    x = token_batch(rng, 6, length, vocabulary, str(rng.choice(["post", "pre"])))
+    assert_matches_naive(model, x, labels(rng, 6, classes), clip=0.3)
+
+
 def token_batch(rng, n, length, vocabulary, padding="post"):
     """Ids with repeated tokens (a small vocabulary) and varied lengths, one sequence empty."""
     x = rng.integers(1, vocabulary, (n, length)).astype(np.int32)
@@ -236,19 +262,11 @@ def test_noise_has_the_accounted_standard_deviation():
     assert logits.shape == (0, 10) and abs(noise.std() / 50.0 - 1) < 0.03
 
 
-MIRRORED = textwrap.dedent("""
-    import json
-    import numpy as np, tensorflow as tf
+MIRRORED = """
     from secureml.defences.dp_sgd.fast import FastClippingEngine
-    from secureml.models import build_model
-    from secureml.training import RuntimeConfig, configure_runtime, make_strategy, train
 
-    runtime = RuntimeConfig(strategy="mirrored", cpu_devices=2)
-    configure_runtime(runtime)
-    mirrored = make_strategy(runtime)
     rng = np.random.default_rng(0)
-    x = rng.random((16, 8, 8, 1), dtype=np.float32)
-    y = rng.integers(0, 10, 16)
+    x, y = rng.random((16, 8, 8, 1), dtype=np.float32), rng.integers(0, 10, 16)
     tf.keras.utils.set_random_seed(0)
     initial = build_model("image_cnn", (8, 8, 1), 10).get_weights()
 
@@ -262,33 +280,31 @@ MIRRORED = textwrap.dedent("""
         def sections(self, result):
             return {}
 
-    def update(strategy, noise):
-        def builder():
-            model = build_model("image_cnn", (8, 8, 1), 10)
-            model.set_weights(initial)
-            return model
-        result = train(builder, x, y, strategy=strategy, defences=[Fast(noise)], progress=False,
+    def builder():  # called by train inside the strategy's scope
+        model = build_model("image_cnn", (8, 8, 1), 10)
+        model.set_weights(initial)
+        return model
+
+    def update(on, noise):
+        result = train(builder, x, y, strategy=on, defences=[Fast(noise)], progress=False,
                        config={"epochs": 1, "batch_size": 16, "optimizer": "sgd",
                                "learning_rate": 1.0})
         return result, [a - b for a, b in zip(initial, result.model.get_weights())]
 
     single = update(tf.distribute.get_strategy(), 0.0)[1]
-    result, clipped = update(mirrored, 0.0)
-    noisy = update(mirrored, 40.0)[1]
+    result, clipped = update(strategy, 0.0)
+    noisy = update(strategy, 40.0)[1]
     noise = np.concatenate([((n - c) * 16).ravel() for n, c in zip(noisy, clipped)])
     print(json.dumps({"replicas": result.cost["device"]["replicas"],
                       "difference": max(float(np.abs(a - b).max())
                                         for a, b in zip(single, clipped)),
                       "scale": max(float(np.abs(a).max()) for a in single),
                       "noise_std": float(noise.std()), "coordinates": int(noise.size)}))
-""")
+"""
 
 
-def test_two_replicas_clip_like_one_device_and_sum_to_the_accounted_noise():
-    out = subprocess.run([sys.executable, "-c", MIRRORED], capture_output=True, text=True,
-                         timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+def test_two_replicas_clip_like_one_device_and_sum_to_the_accounted_noise(run_on_devices):
+    result = run_on_devices(MIRRORED, 2)
     assert result["replicas"] == 2
     assert result["difference"] < 1e-5 * result["scale"] + 1e-7
     # Each replica adds sigma C / sqrt(2); the sum has sigma C = 40. Identical or unscaled
@@ -415,13 +431,10 @@ def test_one_step_equals_tensorflow_privacy_without_noise():
         np.testing.assert_allclose(fast, reference, atol=1e-5 * np.abs(reference).max() + 1e-7)
 
 
-def test_dp_training_matches_tensorflow_privacy_accuracy():
-    from sklearn.datasets import load_digits
-    digits = load_digits()
-    x = (digits.images / 16.0).astype("float32")[..., None]
-    y = digits.target.astype(np.int64)
-    accuracy = train_both(lambda: build_model("image_cnn", x.shape[1:], 10), x[:1400], y[:1400],
-                          (x[1400:], y[1400:]), clip=1.0, noise=0.8,
+def test_dp_training_matches_tensorflow_privacy_accuracy(digits):
+    x, y, x_test, y_test = digits
+    accuracy = train_both(lambda: build_model("image_cnn", x.shape[1:], 10), x, y,
+                          (x_test, y_test), clip=1.0, noise=0.8,
                           config={"epochs": 6, "batch_size": 32, "learning_rate": 0.5,
                                   "optimizer": "sgd"})
     assert accuracy["tf_privacy"] > 0.6 and accuracy["fast"] > 0.6, accuracy  # chance: 0.1

@@ -71,7 +71,9 @@ def assert_renders(html: Path, tmp_path: Path, sections: list[str], plots: list[
     assert not external, f"report.html must be self-contained, loads {external[:3]}"
     found = render_in_chromium(html, tmp_path)
     assert found["error"] is None, found["error"].group(1)
-    shown_sections = {s["id"] for s in found["sections"] if s["shown"]}
+    hidden = [s["id"] for s in found["sections"] if not s["shown"]]
+    assert not hidden, f"sections rendered without size: {hidden}"
+    shown_sections = {s["id"] for s in found["sections"]}
     for section in sections:
         assert section in shown_sections, (section, sorted(shown_sections))
     loaded = {p["id"] for p in found["plots"] if p["loaded"] and p["shown"]}

@@ -149,7 +149,7 @@ def mim(model, x, y, epsilon, *, norm="linf", steps: int = 20, step_size: float 
 def carlini_wagner_l2(model, x, y, *, steps: int = 100, binary_search_steps: int = 5,
                       learning_rate: float = 0.05, initial_const: float = 0.1,
                       confidence: float = 0.0, value_range: ValueRange = (0.0, 1.0),
-                      batch_size: int = 256, progress: bool = True) -> np.ndarray:
+                      batch_size: int = 16, progress: bool = True) -> np.ndarray:
     """Carlini-Wagner L2, a minimum-norm attack: the smallest L2 change found that fools the
     model, or the unchanged image where none was found. Robust accuracy at an L2 budget
     counts an attack as successful only if its change is within the budget.
@@ -162,15 +162,26 @@ def carlini_wagner_l2(model, x, y, *, steps: int = 100, binary_search_steps: int
         raise UnsupportedError(f"cleverhans' Carlini-Wagner attack needs images of shape "
                                f"(N, H, W, C), got {x.shape}")
 
+    cw = CarliniWagnerL2(target, batch_size=1, clip_min=value_range[0],
+                         clip_max=value_range[1], binary_search_steps=binary_search_steps,
+                         max_iterations=steps, learning_rate=learning_rate,
+                         initial_const=initial_const, confidence=confidence)
+    # cleverhans treats any given labels as targets; these are the true labels, and the attack
+    # must move away from them.
+    cw.targeted = False
+
     def attack(xb, yb):
-        cw = CarliniWagnerL2(target, y=yb, batch_size=len(xb), clip_min=value_range[0],
-                             clip_max=value_range[1], binary_search_steps=binary_search_steps,
-                             max_iterations=steps, learning_rate=learning_rate,
-                             initial_const=initial_const, confidence=confidence)
-        # cleverhans treats any given labels as targets; these are the true labels, and the
-        # attack must move away from them.
-        cw.targeted = False
-        return cw.attack(xb.numpy())
+        # cleverhans 4.0.0 keeps the binary-search constant image-shaped but its bounds one per
+        # example, so in a batch the search mixes examples (and fails on RGB images, cleverhans
+        # #1205). One example at a time the shapes agree, and the traced gradient is reused; each
+        # example gets a fresh optimizer because a built Keras 2.11+ optimizer refuses the new
+        # perturbation variable that every attack call creates.
+        out = []
+        for i in range(len(xb)):
+            cw.y = yb[i:i + 1]
+            cw.optimizer = tf.keras.optimizers.legacy.Adam(learning_rate)
+            out.append(cw.attack(xb[i:i + 1].numpy()))
+        return np.concatenate(out)
 
     return _batched(attack, x, y, batch_size, "Carlini-Wagner L2", progress)
 

@@ -318,8 +318,7 @@ class _ImageRuns:
         x_adv = images.carlini_wagner_l2(
             self.target, x, y, steps=attack.steps, binary_search_steps=attack.binary_search_steps,
             learning_rate=attack.learning_rate, initial_const=attack.initial_const,
-            value_range=self.config.value_range, batch_size=self.config.batch_size,
-            progress=self.progress)
+            value_range=self.config.value_range, progress=self.progress)
         correct_adv = predicted_classes(predict_logits(self.target.logits_model, x_adv)) == y
         distance = np.sqrt(((x_adv - x).reshape(len(x), -1) ** 2).sum(axis=1))
         correct_clean = predicted_classes(predict_logits(self.target.logits_model, x)) == y

@@ -12,6 +12,7 @@ import tensorflow as tf
 from ..errors import ConfigError
 from .he_layers import poly_activation
 from .outputs import num_logits
+from .text_lstm import embedded_tokens
 
 
 @dataclass
@@ -27,14 +28,8 @@ class HETextOptions:
 
 def build_he_text(options: HETextOptions, input_shape: tuple, num_classes: int,
                   vocab_size: int | None = None, **_) -> tf.keras.Model:
-    if len(input_shape) != 1:
-        raise ConfigError(f"he_text needs token-id sequences of shape (length,); got input "
-                          f"shape {tuple(input_shape)}. For images, use model 'he_cnn'.")
-    if not vocab_size:
-        raise ConfigError("he_text needs the vocabulary size of the fitted text vectorizer")
-    inputs = tf.keras.Input(shape=input_shape, dtype="int32", name="tokens")
-    x = tf.keras.layers.Embedding(vocab_size, options.embedding_dim, mask_zero=True,
-                                  name="embedding")(inputs)
+    inputs, x = embedded_tokens("he_text", "he_cnn", input_shape, vocab_size,
+                                options.embedding_dim)
     x = tf.keras.layers.GlobalAveragePooling1D(name="mean")(x)
     x = tf.keras.layers.Dense(options.dense_units, name="dense")(x)
     x = poly_activation(options.activation, "act")(x)

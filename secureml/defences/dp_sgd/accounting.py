@@ -78,11 +78,14 @@ def calibrate_noise(target_epsilon: float, sampling_rate: float, steps: int, del
     low = high = guess
     while epsilon(high) > target_epsilon:
         if high >= MAX_NOISE:
+            reachable = _most_steps(target_epsilon, MAX_NOISE, sampling_rate, steps, delta)
             raise ConfigError(
                 f"target_epsilon {target_epsilon:g} is out of reach: even noise multiplier "
                 f"{MAX_NOISE:g} gives epsilon {epsilon(MAX_NOISE):.4g} over {steps} steps at "
-                f"sampling rate {sampling_rate:.4g} and delta {delta:g}. Train fewer epochs, "
-                f"use a larger data set or a smaller batch, or accept a larger target_epsilon")
+                f"sampling rate {sampling_rate:.4g} and delta {delta:g}, and meets the target "
+                f"for at most {reachable} steps ({reachable * sampling_rate:.3g} epochs). Train "
+                f"fewer epochs, use a larger data set or a smaller batch, or accept a "
+                f"target_epsilon of at least {epsilon(MAX_NOISE):.3g}")
         low, high = high, min(high * _BRACKET_STEP, MAX_NOISE)
     while epsilon(low) <= target_epsilon:
         if low <= MIN_NOISE:
@@ -98,6 +101,19 @@ def calibrate_noise(target_epsilon: float, sampling_rate: float, steps: int, del
         lambda noise: dp_sgd_event(noise, sampling_rate, steps),
         target_epsilon, delta, dp_accounting.ExplicitBracketInterval(low, high),
         tol=NOISE_TOLERANCE))
+
+
+def _most_steps(target_epsilon: float, noise_multiplier: float, sampling_rate: float,
+                upper: int, delta: float) -> int:
+    """The most steps (below `upper`, which exceeds the target) within the target epsilon."""
+    low, high = 0, upper  # epsilon(low) <= target < epsilon(high); epsilon grows with steps
+    while high - low > 1:
+        middle = (low + high) // 2
+        if compute_epsilon(noise_multiplier, sampling_rate, middle, delta) <= target_epsilon:
+            low = middle
+        else:
+            high = middle
+    return low
 
 
 def steps_per_epoch(data_size: int, batch_size: int, sampling: str,

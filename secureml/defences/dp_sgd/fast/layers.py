@@ -39,17 +39,24 @@ def _weight(variable):
     return tf.stop_gradient(tf.convert_to_tensor(variable))
 
 
-def _linear_output(layer, z, recorded, probes: Probes, method: str):
-    """Bias, probe and activation of a Dense or Conv2D whose kernel product is `z` and whose
-    inputs at each position are `recorded` (B, P, K)."""
+def _after(gradient, make):
+    """`make()` built only once `gradient` exists: tensors the per-example algebra alone needs
+    (im2col patches) are then not held through the whole backward pass, lowering peak memory."""
+    with tf.control_dependencies([gradient]):
+        return make()
+
+
+def _linear_output(layer, z, record_inputs, probes: Probes, method: str):
+    """Bias, probe and activation of a Dense or Conv2D whose kernel product is `z`;
+    `record_inputs()` gives its inputs at each position, (B, P, K)."""
     if layer.use_bias:
         z = tf.nn.bias_add(z, _weight(layer.bias))
     z, probe = probes.attach(z)
-    batch, fan_out = tf.shape(recorded)[0], layer.kernel.shape[-1]
+    batch, fan_out = tf.shape(z)[0], layer.kernel.shape[-1]
 
     def per_example(gradient):
-        return LinearGradients(recorded, tf.reshape(gradient, (batch, -1, fan_out)),
-                               layer.use_bias, method)
+        return LinearGradients(_after(gradient, record_inputs),
+                               tf.reshape(gradient, (batch, -1, fan_out)), layer.use_bias, method)
 
     def variables_of(parts):
         weight, bias = parts
@@ -71,9 +78,10 @@ class DenseTap:
 
     def forward(self, layer, inputs, mask, probes: Probes, method: str):
         z = tf.tensordot(inputs, _weight(layer.kernel), [[inputs.shape.rank - 1], [0]])
-        recorded = tf.reshape(tf.stop_gradient(inputs), (tf.shape(inputs)[0], -1,
-                                                         inputs.shape[-1]))
-        return _linear_output(layer, z, recorded, probes, method)
+        return _linear_output(
+            layer, z, lambda: tf.reshape(tf.stop_gradient(inputs),
+                                         (tf.shape(inputs)[0], -1, inputs.shape[-1])),
+            probes, method)
 
 
 def _same_padding(size: int, out: int, kernel: int, stride: int, dilation: int):
@@ -118,10 +126,12 @@ class Conv2DTap:
     def forward(self, layer, inputs, mask, probes: Probes, method: str):
         z = tf.nn.convolution(inputs, _weight(layer.kernel), strides=layer.strides,
                               padding=layer.padding.upper(), dilations=layer.dilation_rate)
-        patches = _patches(tf.stop_gradient(inputs), layer, z.shape[1], z.shape[2])
-        recorded = tf.reshape(patches, (tf.shape(inputs)[0], -1,
-                                        math.prod(layer.kernel.shape[:3])))
-        return _linear_output(layer, z, recorded, probes, method)
+        out_h, out_w = z.shape[1:3]
+
+        def patches():
+            return tf.reshape(_patches(tf.stop_gradient(inputs), layer, out_h, out_w),
+                              (tf.shape(inputs)[0], -1, math.prod(layer.kernel.shape[:3])))
+        return _linear_output(layer, z, patches, probes, method)
 
 
 class EmbeddingTap:
@@ -194,12 +204,14 @@ class LSTMTap:
             input_length=inputs.shape[1], zero_output_for_mask=False)
         if layer.zero_output_for_mask and mask is not None:
             last = tf.where(mask[:, -1:], last, tf.zeros_like(last))
-        previous = tf.concat([zeros[:, None], outputs[:, :-1]], axis=1)
-        recorded = tf.stop_gradient(tf.concat([inputs, previous], axis=-1))
         features = inputs.shape[-1]
 
         def per_example(gradient):
-            return LinearGradients(recorded, gradient, cell.use_bias, method)
+            def step_inputs():  # [x_t, h_{t-1}] at every step
+                previous = tf.concat([zeros[:, None], outputs[:, :-1]], axis=1)
+                return tf.stop_gradient(tf.concat([inputs, previous], axis=-1))
+            return LinearGradients(_after(gradient, step_inputs), gradient, cell.use_bias,
+                                   method)
 
         def variables_of(parts):
             weight, bias = parts
