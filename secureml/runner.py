@@ -17,8 +17,6 @@ and benchmarks can be rebuilt from the folder alone. See docs/metrics.md for eve
 from __future__ import annotations
 
 import dataclasses
-import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +33,8 @@ from .evaluation import classification_metrics
 from .models import build_model, model_spec
 from .training import TrainResult, configure_runtime, make_strategy, train
 from .training.resources import library_versions
+from .console import log as _log
+from .report.rundir import write_json as _write_json
 
 METRICS_SCHEMA_VERSION = 1
 
@@ -117,7 +117,7 @@ def run_experiment(config: ExperimentConfig | str | Path, *, out_dir: str | Path
     """Run every variant of an experiment and write the run folder; returns its path and metrics."""
     if not isinstance(config, ExperimentConfig):
         config = load_config(config)
-    selected = _select_variants(config, variants)
+    selected = select_variants(config, variants)
     configure_runtime(config.runtime)
     strategy = make_strategy(config.runtime)
     run_dir = _make_run_dir(config, out_dir)
@@ -292,7 +292,7 @@ def summary_table(metrics: dict[str, dict]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
 
 
-def _select_variants(config: ExperimentConfig, names: list[str] | None) -> list[VariantConfig]:
+def select_variants(config: ExperimentConfig, names: list[str] | None) -> list[VariantConfig]:
     if not names:
         return config.variants
     known = {v.name: v for v in config.variants}
@@ -317,22 +317,6 @@ def _make_run_dir(config: ExperimentConfig, out_dir) -> Path:
     return path
 
 
-def _write_json(path: Path, value) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value, indent=2, default=_json_default))
-    tmp.replace(path)
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
-
-
 def _write_yaml(path: Path, value) -> None:
     path.write_text(yaml.safe_dump(value, sort_keys=False))
 
@@ -347,7 +331,3 @@ def _engine_note(metrics: dict) -> str:
                        if isinstance(method, str))
     return f"; DP-SGD clipping: {name}" + (f" ({layers})" if name == "fast" and layers else "")
 
-
-def _log(enabled: bool, message: str) -> None:
-    if enabled:
-        print(message, file=sys.stderr, flush=True)

@@ -219,7 +219,7 @@ def evaluate_robustness(model, x, y, config: Config | dict | None = None, *,
     clean_logits = predict_logits(target.logits_model, x, config.batch_size)
     _refuse_probabilities(clean_logits, target.note)
     clean_correct = predicted_classes(clean_logits) == y
-    runner = _ImageRuns(target, x, y, config, progress) if kind == "image" else \
+    runner = _ImageRuns(target, x, y, clean_correct, config, progress) if kind == "image" else \
         _TextRuns(target, x, y, config, progress, vectorizer)
     for attack in attacks:
         runner.run(attack)
@@ -268,8 +268,9 @@ class _ImageRuns:
 
     stronger_of = {"fgsm": "pgd", "bim": "pgd"}
 
-    def __init__(self, target, x, y, config: Config, progress: bool):
+    def __init__(self, target, x, y, clean_correct: np.ndarray, config: Config, progress: bool):
         self.target, self.x, self.y, self.config, self.progress = target, x, y, config, progress
+        self.clean_correct = clean_correct
         self.measurements: list[Measurement] = []
         self.extra: dict = {}
         self.input_size = int(np.prod(x.shape[1:]))
@@ -321,7 +322,7 @@ class _ImageRuns:
             value_range=self.config.value_range, progress=self.progress)
         correct_adv = predicted_classes(predict_logits(self.target.logits_model, x_adv)) == y
         distance = np.sqrt(((x_adv - x).reshape(len(x), -1) ** 2).sum(axis=1))
-        correct_clean = predicted_classes(predict_logits(self.target.logits_model, x)) == y
+        correct_clean = self.clean_correct[indices]
         seconds = time.perf_counter() - start
         for epsilon in attack.epsilons:
             fooled = ~correct_adv & (distance <= epsilon + 1e-6)
@@ -400,7 +401,7 @@ class _TextRuns:
         ids, y = self.x[indices], self.y[indices]
         result = text.token_swap(self.target, ids, y, attack.budget,
                                  candidates=attack.candidates, progress=self.progress)
-        changed = (result.ids != ids).sum(axis=1)
+        changed = result.tokens_changed
         seconds = time.perf_counter() - start
         for k in range(attack.budget + 1):
             self.measurements.append(Measurement(

@@ -60,7 +60,6 @@ class AttackTarget:
     """
 
     def __init__(self, model: tf.keras.Model):
-        self.model = model
         self.logits_model = model
         self.note = "logits"
         # Compiled attack steps built for this model, reused across calls and epsilons.

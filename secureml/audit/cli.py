@@ -7,13 +7,13 @@ with --set overrides), writes the results into the folder and renders report.jso
 """
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import yaml
 
+from ..console import log as _log
 from ..errors import ConfigError, DataError
+from ..report.rundir import write_json as _write_json
 
 
 def add_arguments(parser) -> None:
@@ -37,6 +37,7 @@ def add_arguments(parser) -> None:
 def main(args) -> int:
     from ..report import write_report
     from ..report.rundir import run_folder
+    from ..runner import select_variants
 
     run_dir, only = run_folder(args.run_dir)
     variants = args.variants or only
@@ -55,7 +56,7 @@ def main(args) -> int:
         _write_json(run_dir / "data.json", data_record)
     if not args.no_membership:
         data = data or _load_data(config, run_dir, data_record, progress)
-        for variant in _select(config, variants):
+        for variant in select_variants(config, variants):
             _audit_variant(config, variant, data, run_dir, overrides, progress)
     paths = write_report([run_dir], run_dir, args.policy)
     for path in paths:
@@ -104,14 +105,6 @@ def _load_data(config, run_dir: Path, record: dict, progress: bool):
     return data
 
 
-def _select(config, names: list[str] | None):
-    known = {v.name: v for v in config.variants}
-    for name in names or []:
-        if name not in known:
-            raise ConfigError(f"no variant '{name}' in this run; variants: {', '.join(known)}")
-    return [known[n] for n in names] if names else config.variants
-
-
 def _audit_variant(config, variant, data, run_dir: Path, overrides: dict,
                    progress: bool) -> None:
     import tensorflow as tf
@@ -153,14 +146,3 @@ def _read_json(path: Path):
     from ..report.rundir import read_json
 
     return read_json(path, [])
-
-
-def _write_json(path: Path, value) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value, indent=2))
-    tmp.replace(path)
-
-
-def _log(enabled: bool, message: str) -> None:
-    if enabled:
-        print(message, file=sys.stderr, flush=True)

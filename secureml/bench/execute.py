@@ -32,6 +32,8 @@ import tensorflow as tf
 import yaml
 
 from .. import registry
+from ..console import log as _log
+from ..report.rundir import read_json
 from .grid import Cell, Grid
 from .hardware import hardware_record, load_average
 
@@ -57,17 +59,21 @@ def cell_directory(bench_dir: Path, cell: Cell) -> Path:
 
 def read_state(bench_dir: Path, cell: Cell) -> dict | None:
     """The cell's bench.json if the cell finished with its current config, else None."""
+    return finished_cell(bench_dir, cell)[0]
+
+
+def finished_cell(bench_dir: Path, cell: Cell) -> tuple[dict | None, dict | None]:
+    """(bench.json, metrics.json) of a cell that finished with its current config, else
+    (None, None)."""
     folder = cell_directory(bench_dir, cell)
-    try:
-        state = json.loads((folder / STATE_FILE).read_text())
-        metrics = json.loads((folder / cell.setting / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if state.get("status") != "complete" or state.get("config_hash") != cell.config_hash:
-        return None
+    state = read_json(folder / STATE_FILE, [])
+    metrics = read_json(folder / cell.setting / "metrics.json", [])
+    if not isinstance(state, dict) or not isinstance(metrics, dict) \
+            or state.get("status") != "complete" or state.get("config_hash") != cell.config_hash:
+        return None, None
     expected = {"test", "cost"} | {registry.evaluation_module(name).SECTION
                                    for name in cell.config["evaluation"]}
-    return state if expected <= set(metrics) else None
+    return (state, metrics) if expected <= set(metrics) else (None, None)
 
 
 def run_grid(grid: Grid, *, out_dir: str | Path | None = None, rerun: bool = False,
@@ -221,7 +227,3 @@ def _append_invocation(bench_dir: Path, invocation: dict) -> None:
     records.append(invocation)
     path.write_text(json.dumps(records, indent=2))
 
-
-def _log(enabled: bool, message: str) -> None:
-    if enabled:
-        print(message, file=sys.stderr, flush=True)

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .execute import STATE_FILE, cell_directory, read_state
+from ..report.rundir import read_json
+from .execute import STATE_FILE, cell_directory, finished_cell
 from .grid import Cell, Grid
 
 # column -> path ("section/key/...") in a cell's metrics.json.
@@ -156,15 +157,14 @@ def _row(cell: Cell, bench_dir: Path) -> dict:
            "mixed_precision": bool(cell.config["runtime"].get("mixed_precision", False)),
            "xla": bool(cell.config["runtime"].get("xla", False)),
            "folder": str(folder)}
-    state = read_state(bench_dir, cell)
+    state, metrics = finished_cell(bench_dir, cell)
     if state is None:
-        failed = _read_json(folder / STATE_FILE)
-        if failed and failed.get("config_hash") == cell.config_hash:
+        failed = read_json(folder / STATE_FILE, [])
+        if isinstance(failed, dict) and failed.get("config_hash") == cell.config_hash:
             row.update(status=failed.get("status"), error=failed.get("error"))
         else:
             row["status"] = "missing"
         return row
-    metrics = _read_json(folder / cell.setting / "metrics.json")
     row.update(status="complete", invocation=state["invocation"], finished=state["finished"],
                device=_device(metrics))
     row.update({col: _get(metrics, path) for col, path in METRIC_COLUMNS.items()})
@@ -278,7 +278,7 @@ def write_results(grid: Grid, bench_dir: Path) -> dict[str, Path]:
     rows = collect_rows(grid, bench_dir)
     summary = summarize(rows)
     plots = write_plots(summary, bench_dir / "plots")
-    invocations = _read_json(bench_dir / "invocations.json") or []
+    invocations = read_json(bench_dir / "invocations.json", []) or []
     used = {r.get("invocation") for r in rows}
     record = {
         "grid": grid.name, "description": grid.description, "source": grid.source,
@@ -391,9 +391,3 @@ def _get(record: dict, path: str):
         node = node.get(part) if isinstance(node, dict) else None
     return None if isinstance(node, float) and math.isnan(node) else node
 
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None

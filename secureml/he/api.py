@@ -16,12 +16,22 @@ def prepare(model, calibration_inputs=None, *, packings=PACKINGS, mode: str = "f
 
     The client gets fresh keys; the server only the serialized public context.
     """
+    plan, params, client_model = compile_for_encryption(
+        model, calibration_inputs, mode=mode, split_layer=split_layer, security=security,
+        scale_bits=scale_bits, poly_degree=poly_degree)
+    client = HEClient.generate(make_spec(plan, params), packings, client_model)
+    return client, HEServer(plan, params, client.public_context())
+
+
+def compile_for_encryption(model, calibration_inputs=None, *, mode: str = "full",
+                           split_layer: str = "lstm", security: int = 128, scale_bits: int = 40,
+                           poly_degree: int | None = None):
+    """The server's part of `prepare`: (plan, CKKS parameters, the client's model part or None)."""
     plan, client_model = compile_model(model, calibration_inputs, mode=mode,
                                        split_layer=split_layer)
     params = choose_parameters(plan.depth, plan.first_prime_bits(scale_bits), security=security,
                                scale_bits=scale_bits, poly_degree=poly_degree)
-    client = HEClient.generate(make_spec(plan, params), packings, client_model)
-    return client, HEServer(plan, params, client.public_context())
+    return plan, params, client_model
 
 
 def encrypted_predict(model, x, *, packing: str = "batched", calibration_inputs=None,

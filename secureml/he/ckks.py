@@ -85,9 +85,6 @@ class Engine:
         data = self.seal.get_context_data(ct.parms_id())
         return float(data.parms().coeff_modulus()[-1].value())
 
-    def level(self, ct) -> int:
-        return self.seal.get_context_data(ct.parms_id()).chain_index()
-
     # ciphertexts
     def encrypt(self, values) -> sealapi.Ciphertext:
         ct = sealapi.Ciphertext(self.seal)

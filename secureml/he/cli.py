@@ -28,7 +28,7 @@ from ..errors import DataError
 from .ckks import load_context
 from .errors import CiphertextError
 from .params import CKKSParameters
-from .roles import PACKINGS, HEClient, HEServer
+from .roles import PACKINGS, HEClient, HEServer, make_spec
 
 _SECRET, _PUBLIC, _SPEC, _CLIENT_MODEL = "secret.context", "public.context", "spec.json", \
     "client_model.keras"
@@ -90,14 +90,7 @@ def main(args) -> int:
 def publish_spec(args) -> int:
     """The server's side of key setup: what the client needs, and in split mode the client's
     part of the model (written next to the spec)."""
-    from .params import choose_parameters
-    from .plan import compile_model
-    from .roles import make_spec
-    calibration = _load_npy(args.calibration) if args.calibration else None
-    plan, client_model = compile_model(_load_model(args.model), calibration, mode=args.mode)
-    params = choose_parameters(plan.depth, plan.first_prime_bits(args.scale_bits),
-                               security=args.security, scale_bits=args.scale_bits,
-                               poly_degree=args.poly_degree)
+    plan, params, client_model = _compile(args)
     out = Path(args.out)
     out.write_text(json.dumps(make_spec(plan, params), indent=2))
     if client_model is not None:
@@ -105,6 +98,15 @@ def publish_spec(args) -> int:
     print(f"{out}: depth {plan.depth}, N={params.poly_degree}; give it to the client for "
           f"'secureml he keygen --spec'")
     return 0
+
+
+def _compile(args):
+    """(plan, parameters, client model part) of --model with --calibration and the options."""
+    from .api import compile_for_encryption
+    calibration = _load_npy(args.calibration) if args.calibration else None
+    return compile_for_encryption(_load_model(args.model), calibration, mode=args.mode,
+                                  security=args.security, scale_bits=args.scale_bits,
+                                  poly_degree=args.poly_degree)
 
 
 def keygen(args) -> int:
@@ -118,12 +120,9 @@ def keygen(args) -> int:
         client_model = _load_model(bottom) if bottom.exists() else None
         client = HEClient.generate(spec, packings, client_model)
     elif args.model:
-        from .api import prepare
-        calibration = _load_npy(args.calibration) if args.calibration else None
-        client, _ = prepare(_load_model(args.model), calibration, packings=packings,
-                            mode=args.mode, security=args.security, scale_bits=args.scale_bits,
-                            poly_degree=args.poly_degree)
-        spec, client_model = client.spec, client.client_model
+        plan, params, client_model = _compile(args)
+        spec = make_spec(plan, params)
+        client = HEClient.generate(spec, packings, client_model)
     else:
         raise DataError("keygen needs --model (to derive the spec) or --spec (from the server)")
     (out / _SECRET).write_bytes(client.secret_context())
@@ -222,13 +221,14 @@ def demo(args) -> int:
             model=str(model_path), keys=str(keys / "public"), input=str(query), out=str(result)))
         _timed(f"decrypt ({packing})", decrypt, SimpleNamespace(
             keys=str(keys), input=str(result), out=str(out)))
-        fidelity = compare(np.load(out), plain, 1e-2)
+        logits = np.load(out)
+        fidelity = compare(logits, plain, 1e-2)
         line = (f"{packing}: agreement with plaintext {fidelity['agreement']:.3f}, max error "
                 f"{fidelity['max_abs_error']:.2e}, query {query.stat().st_size} bytes, result "
                 f"{result.stat().st_size} bytes")
         if labels is not None:
             from ..models.outputs import predicted_classes
-            line += f", accuracy {np.mean(predicted_classes(np.load(out)) == labels):.3f}"
+            line += f", accuracy {np.mean(predicted_classes(logits) == labels):.3f}"
         print(line)
     return 0
 

@@ -32,9 +32,7 @@ def convert_to_polynomial(model: tf.keras.Model, calibration_inputs, *, fine_tun
     inputs = tf.keras.Input(shape=model.inputs[0].shape[1:], dtype=model.inputs[0].dtype,
                             name=model.inputs[0].name.split(":")[0])
     x = inputs
-    for layer in _chain(model):
-        if isinstance(layer, tf.keras.layers.InputLayer):
-            continue
+    for layer in _chain(model):  # without its InputLayer
         if type(layer) in _POOLING:
             config = {k: v for k, v in layer.get_config().items() if k != "name"}
             x = _POOLING[type(layer)].from_config({**config, "name": f"{layer.name}_avg"})(x)

@@ -27,8 +27,7 @@ from .params import bits_for
 BOUND_MARGIN = 16.0
 _PROBE_CHUNK = 512
 
-_RESHAPING = (tf.keras.layers.Flatten, tf.keras.layers.Reshape, tf.keras.layers.Dropout,
-              tf.keras.layers.InputLayer)
+_RESHAPING = (tf.keras.layers.Flatten, tf.keras.layers.Reshape, tf.keras.layers.Dropout)
 _ALTERNATIVE = ("use an HE-friendly model (model: {name: he_cnn} for images, he_text for "
                 "text), convert this one to its polynomial twin (encrypted_inference: "
                 "{convert_epochs: 5}, or secureml.he.convert_to_polynomial), or for text_lstm "

@@ -243,7 +243,7 @@ class HEServer:
         if query.packing == "single":
             if self._single is None:
                 self._single = single.Program(self.plan, self.engine)
-            per = query.layout[0] if query.layout else 0
+            per = self._single.inputs  # known to the server: never trust the header for it
             self._check_count(len(query.ciphertexts), query.samples * self._single.inputs,
                               query.samples)
             outputs = []

@@ -207,8 +207,8 @@ class _LinearStep:
         self.baby_steps = {k: max(r for g in self.terms.values() for kk, r, _ in g if kk == k)
                            for k in {kk for g in self.terms.values() for kk, _, _ in g}}
         self.strides = [width << e for e in range(int(math.log2(period // width)))]
-        self.bias = _spread(op.bias, np.where(np.arange(width) < m, np.arange(width), -1), slots)
         self.output_block = Block(width, np.where(np.arange(width) < m, np.arange(width), -1))
+        self.bias = _spread(op.bias, self.output_block.features, slots)
         self.rotations = sum(self.baby_steps.values()) + self.giants - 1 + len(self.strides)
         self.plain = _Plaintexts()
 

@@ -5,14 +5,13 @@ import base64
 
 import jinja2
 
+from ..audit.scorecard import STATUSES
 from .sections import Section
-
-_STATUS_WORDS = ("pass", "warn", "fail", "not_measured", "not_rated")
 
 
 def _status_class(value: str) -> str:
     word = value.split(" ")[0] if value else ""
-    return f"status status-{word}" if word in _STATUS_WORDS else ""
+    return f"status status-{word}" if word in STATUSES else ""
 
 
 def _environment() -> jinja2.Environment:

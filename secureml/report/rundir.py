@@ -1,4 +1,5 @@
-"""Reading run folders: whatever is there, never failing on what is missing or unreadable.
+"""Reading run folders, whatever is there, never failing on what is missing or unreadable; and
+writing their JSON files.
 
 A report must be rebuildable years later from a run folder alone, including a partial one (a
 run that was interrupted, a variant whose evaluation crashed): every file is optional, and
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from ..errors import ConfigError
@@ -27,6 +29,23 @@ def _read(path: Path, problems: list[str], parse):
 
 def read_json(path: Path, problems: list[str]):
     return _read(path, problems, json.loads)
+
+
+def write_json(path: Path, value) -> None:
+    """Write atomically (a reader never sees half a file); numpy values become plain JSON."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value, indent=2, default=_json_default))
+    tmp.replace(path)
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
 def run_folder(path: str | Path) -> tuple[Path, list[str] | None]:

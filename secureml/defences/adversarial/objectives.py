@@ -49,7 +49,14 @@ def _mixed(clean_weight: float, clean_loss, adversarial_loss):
     return clean_weight * clean_loss + (1.0 - clean_weight) * adversarial_loss
 
 
-class ImageAdversarialObjective(Objective):
+class _AdversarialObjective(Objective):
+    """Records whether the objective is one forward pass (what fast DP clipping needs)."""
+
+    def describe(self) -> dict:
+        return {"name": self.name, "single_pass": self.single_pass}
+
+
+class ImageAdversarialObjective(_AdversarialObjective):
     """PGD-AT (Madry et al. 2018), fast AT (Wong et al. 2020) and TRADES (Zhang et al. 2019).
 
     pgd, fast: loss = (1 - w) * CE(x_adv) + w * CE(x), with w = `clean_weight`.
@@ -98,11 +105,8 @@ class ImageAdversarialObjective(Objective):
         return _mixed(self.clean_weight, per_example_loss(clean_logits, y),
                       per_example_loss(logits, y)), logits
 
-    def describe(self) -> dict:
-        return {"name": self.name, "single_pass": self.single_pass}
 
-
-class EmbeddingAdversarialObjective(Objective):
+class EmbeddingAdversarialObjective(_AdversarialObjective):
     """Adversarial training in embedding space for text (Miyato et al. 2017).
 
     loss = w * CE(ids) + (1 - w) * CE(embedding(ids) + r_adv); Miyato et al.'s
@@ -138,9 +142,6 @@ class EmbeddingAdversarialObjective(Objective):
             return adversarial_loss, logits
         clean_loss = per_example_loss(split.head(vectors, mask, training=training), y)
         return _mixed(self.clean_weight, clean_loss, adversarial_loss), logits
-
-    def describe(self) -> dict:
-        return {"name": self.name, "single_pass": self.single_pass}
 
 
 __all__ = ["EmbeddingAdversarialObjective", "ImageAdversarialObjective", "perturb"]

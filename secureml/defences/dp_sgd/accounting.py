@@ -9,6 +9,7 @@ example.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
 
@@ -51,6 +52,7 @@ def _accountant(name: str):
     raise ConfigError(f"unknown accountant {name!r}; choose one of {', '.join(ACCOUNTANTS)}")
 
 
+@functools.lru_cache(maxsize=1024)  # the report and the per-epoch callback ask again
 def compute_epsilon(noise_multiplier: float, sampling_rate: float, steps: int, delta: float,
                     accountant: str = "rdp") -> float:
     """Epsilon at `delta` after `steps` DP-SGD steps; 0 before any step, inf without noise."""
