@@ -35,6 +35,7 @@ import pytest
 
 from secureml.models import build_model
 from secureml.training import PlainEngine, TrainingConfig, make_optimizer, train
+from secureml.training.step_time import paired_ratio
 
 ENGINES = ("plain", "microbatch", "vectorized", "fast")
 MODELS = ("image_cnn", "text_lstm")
@@ -149,8 +150,8 @@ def test_dp_step(benchmark, ratios, training_step, model_name, batch_size, engin
     ratios.record(benchmark, engine)
     if not toy and engine != "plain":
         plain_step = training_step(build(), x, y, [Engine("plain")])
-        paired = benchmark.extra_info["paired_ratio_to_plain"] = paired_ratio(step, plain_step,
-                                                                              rounds)
+        paired = benchmark.extra_info["paired_ratio_to_plain"] = paired_ratio(
+            step, plain_step, rounds)[0]
         print(f"{model_name} batch {batch_size} {engine}: x{paired:.2f} plain (median of "
               f"{rounds} interleaved pairs)")
 
@@ -160,19 +161,6 @@ def _rounds(step, budget_s: float = 20.0) -> int:
     start = time.perf_counter()
     step()
     return int(min(40, max(5, budget_s / max(time.perf_counter() - start, 1e-3))))
-
-
-def paired_ratio(step, plain_step, rounds: int) -> float:
-    """Median over rounds of (engine step time / plain step time) taken back to back: on a
-    shared machine this follows the load far better than two separately timed medians."""
-    out = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        plain_step()
-        middle = time.perf_counter()
-        step()
-        out.append((time.perf_counter() - middle) / (middle - start))
-    return float(np.median(out))
 
 
 if __name__ == "__main__":  # one memory run: MODEL BATCH ENGINE TOY

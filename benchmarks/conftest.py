@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from secureml.training import TrainingConfig, TrainingSetup  # first: quiets TensorFlow's logs
-from secureml.training.wrapper import HardenedModel
+from secureml.training.step_time import compiled_step
 
 import tensorflow as tf  # noqa: E402
 
@@ -62,7 +62,7 @@ def _training_step(model: tf.keras.Model, x, y, defences=(), num_examples: int =
     """A function running one training step on (x, y) with `defences`, already traced.
 
     The step is the one `secureml.training.train` runs: the defences edit the same
-    `TrainingSetup`, and the same `HardenedModel.train_step` applies the objective and engine.
+    `TrainingSetup`, and `compiled_step` runs it as `fit` does.
     `num_examples` is the training-set size a DP defence calibrates its noise for.
     """
     config = TrainingConfig(batch_size=len(y), learning_rate=learning_rate)
@@ -70,16 +70,8 @@ def _training_step(model: tf.keras.Model, x, y, defences=(), num_examples: int =
                           strategy=tf.distribute.get_strategy())
     for defence in defences:
         defence.apply(setup)
-    trainable = HardenedModel(setup.model, setup.objective, setup.engine)
-    trainable.compile(optimizer=setup.make_optimizer(config))
-    step = tf.function(trainable.train_step)
-    batch = (tf.constant(x), tf.constant(y))
-
-    def run():
-        return {name: float(value) for name, value in step(batch).items()}  # waits for it
-
-    run()  # trace outside the timing
-    return run
+    return compiled_step(setup.model, setup.objective, setup.engine,
+                         setup.make_optimizer(config), tf.constant(x), tf.constant(y))
 
 
 class Ratios:

@@ -152,8 +152,10 @@ def resolve(raw: dict, where: str = "config") -> ExperimentConfig:
                 for vname, overrides in variants_raw.items()]
     audit = schema.build(AuditConfig, raw.get("audit"), f"{where}.audit")
     if audit.membership:
-        for variant in variants:
-            if "membership" not in variant.evaluation:
+        for variant, overrides in zip(variants, variants_raw.values()):
+            # A variant's `membership: null` opts out; only variants silent on it get the default.
+            said = {**base["evaluation"], **((overrides or {}).get("evaluation") or {})}
+            if "membership" not in said:
                 module = registry.evaluation_module("membership")
                 variant.evaluation["membership"] = schema.build(
                     module.Config, {"attacks": list(THRESHOLD_ATTACKS)},
@@ -206,8 +208,8 @@ def _resolve_named(base: dict, override: dict | None, load_module, where: str) -
         raise ConfigError(f"{where}: expected a mapping of name to parameters")
     merged = {name: dict(params or {}) for name, params in base.items()}
     for name, params in (override or {}).items():
-        if params is None and name in merged:
-            del merged[name]
+        if params is None:
+            merged.pop(name, None)
         else:
             merged[name] = {**merged.get(name, {}), **(params or {})}
     resolved = {}

@@ -34,7 +34,7 @@ from .models import build_model, model_spec
 from .training import TrainResult, configure_runtime, make_strategy, train
 from .training.resources import library_versions
 from .console import log as _log
-from .report.rundir import write_json as _write_json
+from .report.rundir import ratio, write_json as _write_json
 
 METRICS_SCHEMA_VERSION = 1
 
@@ -245,14 +245,10 @@ def _add_baseline_ratios(cost: dict, baseline: str, base_cost: dict) -> None:
     Ratios, unlike seconds, compare across machines.
     """
     cost["baseline_variant"] = baseline
-    cost["train_time_ratio"] = _ratio(cost["train_time_s"], base_cost["train_time_s"])
-    cost["step_time_ratio"] = _ratio(cost["step_time_median_s"], base_cost["step_time_median_s"])
-    cost["peak_rss_increase_ratio"] = _ratio(cost["peak_rss_increase_mb"],
+    cost["train_time_ratio"] = ratio(cost["train_time_s"], base_cost["train_time_s"])
+    cost["step_time_ratio"] = ratio(cost["step_time_median_s"], base_cost["step_time_median_s"])
+    cost["peak_rss_increase_ratio"] = ratio(cost["peak_rss_increase_mb"],
                                              base_cost["peak_rss_increase_mb"])
-
-
-def _ratio(a, b):
-    return round(a / b, 3) if a is not None and b else None
 
 
 def _data_audit(config: ExperimentConfig, data: Dataset, progress: bool) -> dict | None:

@@ -25,7 +25,7 @@ def test_defaults_are_filled_in():
     variant = resolved["variants"]["main"]
     assert variant["training"] == {"epochs": 2, "batch_size": 32, "optimizer": "adam",
                                    "learning_rate": 0.001, "momentum": 0.0,
-                                   "eval_batch_size": 512}
+                                   "eval_batch_size": 512, "plain_step_pairs": 10}
     assert variant["model"] == {"name": "image_cnn", "filters": [32, 64], "kernel_size": 3,
                                 "dense_units": 64, "activation": "relu"}
     assert resolved["data"]["validation_fraction"] == 0.1
@@ -125,6 +125,17 @@ def test_shipped_experiments_are_valid():
             continue  # benchmark grids have their own schema
         config_ = load_config(path)
         assert config_.variants, path
+
+
+def test_membership_audit_default_and_its_removal():
+    raw = config(variants={"plain": {}, "quiet": {"evaluation": {"membership": None}},
+                           "lira": {"evaluation": {"membership": {"attacks": ["lira_offline"]}}}})
+    variants = {v.name: v for v in load_config(raw).variants}
+    assert variants["plain"].evaluation["membership"].attacks == ["loss", "confidence", "entropy"]
+    assert "membership" not in variants["quiet"].evaluation  # null removes it, default or not
+    assert variants["lira"].evaluation["membership"].attacks == ["lira_offline"]
+    off = load_config(config(audit={"membership": False})).variants[0]
+    assert "membership" not in off.evaluation
 
 
 def test_resolved_config_loads_back_to_the_same_experiment():

@@ -171,6 +171,10 @@ def test_make_private_reports_epsilon_every_epoch_and_stops_at_the_budget(digits
     assert history.history["val_accuracy"][-1] > 0.3  # chance is 0.1
     with pytest.raises(PrivacyBudgetSpent, match="budget is spent"):
         private.fit(x, y, verbose=0)
+    before = [w.copy() for w in model.get_weights()]
+    compared = private.compare_step_time(x, y, pairs=3)
+    assert compared["pairs"] == 3 and compared["batch_size"] == 64 and compared["ratio"] > 0
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
 
 def without_fast_module(monkeypatch, replacement=None):
@@ -245,6 +249,10 @@ def test_run_folder_gets_privacy_section_and_epsilon_history(tmp_path):
     assert privacy["data_size"] == metrics["data"]["sizes"]["train"]
     assert metrics["training"]["batching"] == {"name": "poisson"}
     assert metrics["cost"]["step_time_ratio"] > 0 and "privacy" not in result.metrics["plain"]
+    # The DP step timed against a plain step on copies of the model, whatever the variants.
+    assert metrics["cost"]["vs_plain_step"]["ratio"] > 0
+    assert metrics["cost"]["vs_plain_step"]["batch_size"] == 64
+    assert "vs_plain_step" not in result.metrics["plain"]["cost"]
     assert metrics["test"]["accuracy"] > 0.5  # chance is 0.1
     # clipping: auto chose the fast engine and records each layer's norm method.
     assert privacy["clipping"] == "fast"

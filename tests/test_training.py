@@ -24,6 +24,7 @@ def test_plain_training_learns_and_reports_cost(digits):
     assert cost["peak_rss_mb"] > 0
     assert cost["device"]["replicas"] == 1
     assert result.setup.describe()["engine"] == {"name": "plain"}
+    assert "vs_plain_step" not in cost  # nothing to compare a plain step with
 
 
 def test_binary_text_model_trains(digits):
@@ -81,12 +82,20 @@ def test_defences_plug_in_through_the_setup(digits):
     model = build_model("image_cnn", x.shape[1:], 10)
     before = [w.copy() for w in model.get_weights()]
     defence = Freeze()
-    result = train(model, x, y, config={"epochs": 1, "batch_size": 100}, defences=[defence],
-                   progress=False)
+    result = train(model, x, y, config={"epochs": 1, "batch_size": 100, "plain_step_pairs": 4},
+                   defences=[defence], progress=False)
+    # Unchanged also after the step-time comparison, whose plain steps train copies.
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
     assert defence.objective.prepared >= 1
     assert result.sections == {"freeze": {"steps": 12}}
     assert result.setup.describe()["objective"] == {"name": "counting"}
+    compared = result.cost["vs_plain_step"]
+    assert compared["pairs"] == 4 and compared["batch_size"] == 100
+    assert compared["step_time_median_s"] > 0 and compared["plain_step_time_median_s"] > 0
+    assert compared["ratio"] > 0
+    skipped = train(model, x, y, config={"epochs": 1, "batch_size": 100, "plain_step_pairs": 0},
+                    defences=[Freeze()], progress=False)
+    assert "vs_plain_step" not in skipped.cost
 
 
 def test_same_seed_same_weights(digits):

@@ -18,6 +18,13 @@ _ALIASES = {"linf": "linf", "inf": "linf", "l_inf": "linf", "infinity": "linf",
             "l2": "l2", "2": "l2"}
 
 
+def default_relative_step(steps: int) -> float:
+    """The default attack step as a fraction of epsilon: Madry et al.'s 2.5 / steps, so the steps
+    can cross the ball and back, at most 1 (cleverhans requires step <= epsilon, so one or two
+    steps take epsilon each)."""
+    return min(1.0, 2.5 / max(steps, 1))
+
+
 def parse_norm(value, where: str) -> str:
     """'linf' or 'l2' from 'linf', 'inf', .inf, 2, 'l2'; a clear error for L1 and the rest."""
     key = "linf" if isinstance(value, float) and math.isinf(value) else str(value).strip().lower()

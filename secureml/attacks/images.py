@@ -27,19 +27,17 @@ from cleverhans.tf2.attacks.spsa import SPSAAdam, margin_logit_loss, projected_o
 
 from ..errors import UnsupportedError
 from ..models.outputs import per_example_loss
-from .budget import NORMS, check_epsilon, parse_epsilon, parse_norm
+from .budget import (NORMS, check_epsilon, default_relative_step, parse_epsilon,
+                     parse_norm)
 from .target import (AttackTarget, attack_target, batch_starts, check_gradient_path,
                      check_value_range)
 
 ValueRange = tuple[float, float]
 
 
-def default_step_size(epsilon: float, steps: int) -> float:
-    """Madry et al.'s rule: 2.5 * epsilon / steps, so the steps can cross the ball and back.
-
-    cleverhans requires step <= epsilon, so one or two steps take epsilon each.
-    """
-    return min(epsilon, 2.5 * epsilon / max(steps, 1))
+def _step_size(epsilon: float, steps: int, step_size: float | None) -> float:
+    """`step_size` capped at epsilon (cleverhans refuses larger steps), else the default."""
+    return epsilon * default_relative_step(steps) if step_size is None else min(step_size, epsilon)
 
 
 def _prepare(model, x, y, epsilon, norm, value_range, gradient: bool = True):
@@ -94,7 +92,7 @@ def pgd(model, x, y, epsilon, *, norm="linf", steps: int = 20, step_size: float 
     otherwise the one with the highest loss. `step_size` defaults to 2.5 * epsilon / steps.
     """
     target, x, y, epsilon, norm = _prepare(model, x, y, epsilon, norm, value_range)
-    step = default_step_size(epsilon, steps) if step_size is None else min(step_size, epsilon)
+    step = _step_size(epsilon, steps, step_size)
 
     def one(xb, yb):
         return projected_gradient_descent(
@@ -127,7 +125,7 @@ def bim(model, x, y, epsilon, *, norm="linf", steps: int = 20, step_size: float 
         progress: bool = True) -> np.ndarray:
     """Basic iterative method, Kurakin et al. 2016: PGD without the random start."""
     target, x, y, epsilon, norm = _prepare(model, x, y, epsilon, norm, value_range)
-    step = default_step_size(epsilon, steps) if step_size is None else min(step_size, epsilon)
+    step = _step_size(epsilon, steps, step_size)
     return _batched(lambda xb, yb: basic_iterative_method(
         target, xb, epsilon, step, steps, NORMS[norm], clip_min=value_range[0],
         clip_max=value_range[1], y=yb, sanity_checks=False), x, y, batch_size,
@@ -139,7 +137,7 @@ def mim(model, x, y, epsilon, *, norm="linf", steps: int = 20, step_size: float 
         progress: bool = True) -> np.ndarray:
     """Momentum iterative method, Dong et al. 2018."""
     target, x, y, epsilon, norm = _prepare(model, x, y, epsilon, norm, value_range)
-    step = default_step_size(epsilon, steps) if step_size is None else min(step_size, epsilon)
+    step = _step_size(epsilon, steps, step_size)
     return _batched(lambda xb, yb: momentum_iterative_method(
         target, xb, epsilon, step, steps, NORMS[norm], clip_min=value_range[0],
         clip_max=value_range[1], y=yb, decay_factor=decay, sanity_checks=False), x, y,

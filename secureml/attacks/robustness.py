@@ -29,7 +29,8 @@ from ..errors import ConfigError, UnsupportedError
 from ..evaluation import predict_logits
 from ..models.outputs import predicted_classes
 from . import images, text
-from .budget import NORM_LABELS, check_epsilon, epsilon_label, parse_epsilon, parse_norm
+from .budget import (NORM_LABELS, check_epsilon, default_relative_step, epsilon_label,
+                     parse_epsilon, parse_norm)
 from .sanity import Measurement, run_checks
 from .target import attack_target
 
@@ -174,7 +175,7 @@ class Config:
             attack, steps=steps, restarts=attack.restarts or self.restarts,
             epsilons=attack.epsilons if attack.epsilons is not None else default_epsilons,
             relative_step_size=attack.relative_step_size or self.relative_step_size
-            or min(1.0, 2.5 / steps),
+            or default_relative_step(steps),
             examples=min(attack.examples or _EXAMPLES.get(attack.name, examples), examples),
             budget=self.budget if attack.budget is None else attack.budget,
             learning_rate=attack.learning_rate or {"cw": 0.05}.get(attack.name))
@@ -348,7 +349,7 @@ class _ImageRuns:
         if requested and headline is not None:
             steps = 2 * pgd.steps
             stronger = replace(pgd, epsilons=[headline], steps=steps, restarts=pgd.restarts + 1,
-                               relative_step_size=min(1.0, 2.5 / steps))
+                               relative_step_size=default_relative_step(steps))
             self.run(stronger, role="stronger")
 
 
@@ -446,7 +447,7 @@ class _TextRuns:
         if largest > 0:
             steps = 2 * pgd.steps
             self.run(replace(pgd, epsilons=[largest], steps=steps,
-                             relative_step_size=min(1.0, 2.5 / steps)), role="stronger")
+                             relative_step_size=default_relative_step(steps)), role="stronger")
 
 
 def _settings(attack: AttackConfig) -> dict:

@@ -45,7 +45,8 @@ def _linear_twin(model: tf.keras.Model, last) -> tf.keras.Model:
         if layer is not last:
             return layer.__class__.from_config(layer.get_config())
         if isinstance(layer, tf.keras.layers.Dense):
-            return tf.keras.layers.Dense.from_config({**layer.get_config(), "activation": "linear"})
+            config = {**layer.get_config(), "activation": "linear"}
+            return tf.keras.layers.Dense.from_config(config)
         return tf.keras.layers.Activation("linear", name=layer.name)
 
     twin = tf.keras.models.clone_model(model, clone_function=clone)

@@ -27,7 +27,7 @@ from ..errors import UnsupportedError
 from ..evaluation import predict_logits
 from ..models.outputs import per_example_loss, predicted_classes
 from ..models.split import EmbeddingSplit, embedding_split
-from .budget import parse_epsilon
+from .budget import default_relative_step, parse_epsilon
 from .target import AttackTarget, attack_target, batch_starts, check_gradient_path
 
 # Padding (0) and out-of-vocabulary (1) are never inserted by a swap.
@@ -99,7 +99,7 @@ def embedding_pgd(model, ids, y, epsilon, *, steps: int = 10, step_size: float |
     ids, y = _check_ids(ids, y)
     epsilon = parse_epsilon(epsilon, "epsilon")
     if step_size is None:
-        step_size = epsilon if steps == 1 else 2.5 * epsilon / steps
+        step_size = epsilon * default_relative_step(steps)
     _check_embedding_gradient(split, ids[:32], y[:32])
     if "embedding_perturbation" not in target.compiled:
         target.compiled["embedding_perturbation"] = tf.function(

@@ -16,54 +16,56 @@ from pathlib import Path
 
 import numpy as np
 
-from ..report.rundir import read_json
+from ..audit.scorecard import lookup
+from ..report.rundir import ratio, read_json
 from .execute import STATE_FILE, cell_directory, finished_cell
 from .grid import Cell, Grid
 
-# column -> path ("section/key/...") in a cell's metrics.json.
+# column -> dotted path ("section.key...") in a cell's metrics.json.
 METRIC_COLUMNS = {
-    "test_accuracy": "test/accuracy",
-    "test_macro_f1": "test/macro_f1",
-    "train_accuracy": "train/accuracy",
-    "epochs": "cost/epochs",
-    "steps": "cost/steps",
-    "train_time_s": "cost/train_time_s",
-    "step_time_median_s": "cost/step_time_median_s",
-    "examples_per_s": "cost/examples_per_s",
-    "peak_rss_mb": "cost/peak_rss_mb",
-    "peak_rss_increase_mb": "cost/peak_rss_increase_mb",
-    "gpu_peak_mb": "cost/gpu_peak_mb",
-    "engine": "training/engine/name",
-    "epsilon": "privacy/epsilon",
-    "delta": "privacy/delta",
-    "noise_multiplier": "privacy/noise_multiplier",
-    "clipping": "privacy/clipping",
-    "privacy_guarantee_holds": "privacy/guarantee_holds",
-    "adversarial_method": "adversarial_training/method",
-    "adversarial_epsilon": "adversarial_training/epsilon_label",
-    "robust_sanity_passed": "robustness/sanity_passed",
-    "robustness_s": "robustness/seconds",
-    "membership_auc": "membership/best/auc",
-    "membership_advantage": "membership/best/advantage",
-    "membership_tpr_at_0.1%_fpr": "membership/best/tpr_at_0.1%_fpr",
-    "empirical_epsilon_lower_bound": "membership/empirical_privacy/epsilon_lower_bound",
-    "membership_s": "membership/cost/total_s",
-    "he_mode": "he/mode",
-    "he_accuracy": "he/encrypted_accuracy",
-    "he_agreement": "he/agreement",
-    "he_latency_s": "he/latency_s_per_sample",
-    "he_amortized_s": "he/amortized_s_per_sample",
-    "he_amortized_slot_s": "he/packings/batched/amortized_s_per_slot",
-    "he_query_bytes_per_sample": "he/packings/single/query_bytes_per_sample",
-    "he_batched_query_bytes_per_sample": "he/packings/batched/query_bytes_per_sample",
-    "he_public_context_bytes": "he/sizes/public_context_bytes",
+    "test_accuracy": "test.accuracy",
+    "test_macro_f1": "test.macro_f1",
+    "train_accuracy": "train.accuracy",
+    "epochs": "cost.epochs",
+    "steps": "cost.steps",
+    "train_time_s": "cost.train_time_s",
+    "step_time_median_s": "cost.step_time_median_s",
+    "step_vs_plain": "cost.vs_plain_step.ratio",
+    "examples_per_s": "cost.examples_per_s",
+    "peak_rss_mb": "cost.peak_rss_mb",
+    "peak_rss_increase_mb": "cost.peak_rss_increase_mb",
+    "gpu_peak_mb": "cost.gpu_peak_mb",
+    "engine": "training.engine.name",
+    "epsilon": "privacy.epsilon",
+    "delta": "privacy.delta",
+    "noise_multiplier": "privacy.noise_multiplier",
+    "clipping": "privacy.clipping",
+    "privacy_guarantee_holds": "privacy.guarantee_holds",
+    "adversarial_method": "adversarial_training.method",
+    "adversarial_epsilon": "adversarial_training.epsilon_label",
+    "robust_sanity_passed": "robustness.sanity_passed",
+    "robustness_s": "robustness.seconds",
+    "membership_auc": "membership.best.auc",
+    "membership_advantage": "membership.best.advantage",
+    "membership_tpr_at_0.1%_fpr": "membership.best.tpr_at_0.1%_fpr",
+    "empirical_epsilon_lower_bound": "membership.empirical_privacy.epsilon_lower_bound",
+    "membership_s": "membership.cost.total_s",
+    "he_mode": "he.mode",
+    "he_accuracy": "he.encrypted_accuracy",
+    "he_agreement": "he.agreement",
+    "he_latency_s": "he.latency_s_per_sample",
+    "he_amortized_s": "he.amortized_s_per_sample",
+    "he_amortized_slot_s": "he.packings.batched.amortized_s_per_slot",
+    "he_query_bytes_per_sample": "he.packings.single.query_bytes_per_sample",
+    "he_batched_query_bytes_per_sample": "he.packings.batched.query_bytes_per_sample",
+    "he_public_context_bytes": "he.sizes.public_context_bytes",
 }
 # column -> path in the cell's bench.json
 STATE_COLUMNS = {
     "cell_time_s": "wall_time_s",
     "cell_cpu_s": "cpu_time_s",
-    "inference_latency_ms": "inference/latency_ms",
-    "inference_throughput_per_s": "inference/throughput_per_s",
+    "inference_latency_ms": "inference.latency_ms",
+    "inference_throughput_per_s": "inference.throughput_per_s",
 }
 # Columns that describe or check rather than measure: not averaged over seeds.
 TEXT_COLUMNS = ("engine", "clipping", "privacy_guarantee_holds", "adversarial_method",
@@ -95,6 +97,7 @@ TABLES = {
         ("train_time_ratio", "x base", "ratio"),
         ("step_time_median_s", "step ms", "ms"),
         ("step_time_ratio", "x base", "ratio"),
+        ("step_vs_plain", "step / plain, paired", "{:.2f}"),
         ("peak_rss_increase_mb", "mem +MB", "{:.0f}"),
         ("peak_rss_increase_ratio", "x base", "ratio"),
         ("gpu_peak_mb", "GPU MB", "{:.0f}"),
@@ -202,12 +205,8 @@ def _add_ratios(row: dict, base: dict | None) -> None:
     row["baseline_cell"] = base["cell"]
     row["ratio_basis"] = ("same invocation" if row["invocation"] == base["invocation"]
                           else "other invocation")
-    for ratio, (cost, base_cost) in RATIOS.items():
-        row[ratio] = _ratio(row.get(cost), base.get(base_cost))
-
-
-def _ratio(a, b):
-    return round(a / b, 4) if a is not None and b else None
+    for column, (cost, base_cost) in RATIOS.items():
+        row[column] = ratio(row.get(cost), base.get(base_cost))
 
 
 def summarize(rows: list[dict]) -> list[dict]:
@@ -386,8 +385,6 @@ def _device(metrics: dict) -> str:
 
 
 def _get(record: dict, path: str):
-    node = record
-    for part in path.split("/"):
-        node = node.get(part) if isinstance(node, dict) else None
-    return None if isinstance(node, float) and math.isnan(node) else node
+    value = lookup(record, path)
+    return None if isinstance(value, float) and math.isnan(value) else value
 

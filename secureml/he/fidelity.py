@@ -9,15 +9,20 @@ from ..models.outputs import predicted_classes
 from .errors import FidelityError
 
 
-def compare(decrypted: np.ndarray, plaintext: np.ndarray, tolerance: float) -> dict:
-    """Max and mean absolute error, and argmax agreement; raises past `tolerance`.
+def worst_error(got: np.ndarray, expected: np.ndarray, tolerance: float) -> tuple[float, float]:
+    """(the largest absolute error, infinite if any value of `got` is not finite; the error
+    allowed: `tolerance` relative to the largest expected value, at least 1)."""
+    error = np.abs(got - expected)
+    worst = float(np.max(error, initial=0.0)) if np.all(np.isfinite(got)) else float("inf")
+    return worst, tolerance * max(1.0, float(np.max(np.abs(expected), initial=0.0)))
 
-    The tolerance is relative to the largest plaintext logit (at least 1).
-    """
+
+def compare(decrypted: np.ndarray, plaintext: np.ndarray, tolerance: float) -> dict:
+    """Max and mean absolute error, and argmax agreement; raises past `tolerance` (see
+    `worst_error`)."""
     decrypted, plaintext = np.asarray(decrypted), np.asarray(plaintext)
     error = np.abs(decrypted - plaintext)
-    worst = float(np.max(error, initial=0.0)) if np.all(np.isfinite(decrypted)) else float("inf")
-    allowed = tolerance * max(1.0, float(np.max(np.abs(plaintext), initial=0.0)))
+    worst, allowed = worst_error(decrypted, plaintext, tolerance)
     if not worst <= allowed:
         raise FidelityError(
             f"decrypted logits differ from the plaintext model by up to {worst:.3g} (allowed "

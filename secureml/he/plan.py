@@ -22,6 +22,7 @@ import tensorflow as tf
 from ..errors import DataError, UnsupportedError
 from ..models.he_layers import PolyActivation
 from .params import bits_for
+from .fidelity import worst_error
 
 # A value may exceed the largest calibration value by this factor before the plan refuses it.
 BOUND_MARGIN = 16.0
@@ -447,10 +448,8 @@ def _is_identity(matrix: np.ndarray) -> bool:
 def _check_against_model(plan: Plan, model, x, features, tolerance: float) -> None:
     from ..evaluation import predict_logits
     expected = predict_logits(model, np.asarray(x)).astype(np.float64)
-    got = plan.forward(features)
-    error = float(np.max(np.abs(got - expected), initial=0.0))
-    scale = max(1.0, float(np.max(np.abs(expected), initial=0.0)))
-    if error > tolerance * scale:
+    error, allowed = worst_error(plan.forward(features), expected, tolerance)
+    if not error <= allowed:  # NaN or infinite included
         raise UnsupportedError(f"the compiled plan of model '{model.name}' differs from the "
                                f"model by {error:.3g} on plaintext inputs; a layer is not "
                                f"translated faithfully (please report this)")

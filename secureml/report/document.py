@@ -71,6 +71,7 @@ def comparison(runs: list[dict]) -> list[dict]:
                 "he_agreement": lookup(m, "he.agreement"),
                 "train_time_s": lookup(m, "cost.train_time_s"),
                 "train_time_ratio": lookup(m, "cost.train_time_ratio"),
+                "step_vs_plain": lookup(m, "cost.vs_plain_step.ratio"),
                 "status": variant["status"]["status"],
                 "fails": variant["status"]["fail"],
                 "warns": variant["status"]["warn"],

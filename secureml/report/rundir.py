@@ -31,6 +31,12 @@ def read_json(path: Path, problems: list[str]):
     return _read(path, problems, json.loads)
 
 
+def ratio(value, baseline):
+    """value / baseline as metrics.json and bench tables record it (4 decimals); None when
+    either is missing or the baseline is zero."""
+    return round(value / baseline, 4) if value is not None and baseline else None
+
+
 def write_json(path: Path, value) -> None:
     """Write atomically (a reader never sees half a file); numpy values become plain JSON."""
     tmp = path.with_suffix(".tmp")

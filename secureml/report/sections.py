@@ -117,12 +117,12 @@ def _summary(document: dict, with_plots: bool) -> Section:
            + f". Findings rated with the audit policy: {document['policy']['source']}.")
     s.table(["variant", "model", "defences", "test acc", "train-test gap", "epsilon",
              "empirical eps >=", "MIA AUC", "TPR @0.1% FPR", "robustness", "HE agreement",
-             "train s", "x baseline", "scorecard"],
+             "train s", "x baseline", "step x plain", "scorecard"],
             [[r["variant"], r["model"], r["defences"], r["test_accuracy"], r["accuracy_gap"],
               r["epsilon"], r["empirical_epsilon"], r["mia_auc"], pct(r["mia_tpr_at_0.1%_fpr"]),
               r["robustness"], r["he_agreement"], r["train_time_s"], r["train_time_ratio"],
-              f"{r['status']} ({r['fails']} fail, {r['warns']} warn)"]
-             for r in document["comparison"]], status_column=13)
+              r["step_vs_plain"], f"{r['status']} ({r['fails']} fail, {r['warns']} warn)"]
+             for r in document["comparison"]], status_column=14)
     if with_plots:
         curves = {}
         histories = {}

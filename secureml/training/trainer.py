@@ -17,7 +17,9 @@ from ..errors import ConfigError
 from .callbacks import EpochHistory, Progress, StepTimer
 from .engine import PlainEngine
 from .objective import Objective
+from .optimizer import make_optimizer
 from .resources import PeakMemory, Stopwatch, device_info
+from .step_time import compare_with_plain, is_plain
 from .wrapper import HardenedModel
 
 
@@ -29,6 +31,9 @@ class TrainingConfig:
     learning_rate: float = 1e-3
     momentum: float = 0.0
     eval_batch_size: int = 512
+    # After training, time this many interleaved pairs of the defended step and a plain step
+    # (cost.vs_plain_step); 0 skips it. Only runs when a defence changed the step.
+    plain_step_pairs: int = 10
 
     def validate(self):
         if self.epochs < 1:
@@ -39,14 +44,15 @@ class TrainingConfig:
             raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}")
         if not 0 <= self.momentum < 1:
             raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.plain_step_pairs < 0:
+            raise ConfigError(f"plain_step_pairs must be 0 (skip) or more, got "
+                              f"{self.plain_step_pairs}")
 
 
-def make_optimizer(config: TrainingConfig) -> tf.keras.optimizers.Optimizer:
-    """A Keras 2 'legacy' optimizer: tensorflow-privacy's DP optimizers derive from these, so
-    plain and private runs use the same update rule."""
-    if config.optimizer == "adam":
-        return tf.keras.optimizers.legacy.Adam(config.learning_rate)
-    return tf.keras.optimizers.legacy.SGD(config.learning_rate, momentum=config.momentum)
+def steps_per_epoch(data_size: int, batch_size: int, drop_remainder: bool = False) -> int:
+    """Batches in one pass over `data_size` examples: a last partial batch counts unless
+    dropped."""
+    return data_size // batch_size if drop_remainder else -(-data_size // batch_size)
 
 
 class ShuffledBatches:
@@ -56,13 +62,14 @@ class ShuffledBatches:
 
     def dataset(self, x, y, batch_size: int, seed: int, drop_remainder: bool):
         n = len(y)
-        steps = n // batch_size if drop_remainder else -(-n // batch_size)
+        steps = steps_per_epoch(n, batch_size, drop_remainder)
         if steps == 0:
             raise ConfigError(f"batch_size {batch_size} is larger than the {n} training examples "
                               "and incomplete batches are dropped; lower training.batch_size")
         ds = tf.data.Dataset.from_tensor_slices((x, y))
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-        return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE), steps
+        batches = ds.batch(batch_size, drop_remainder=drop_remainder)
+        return batches.prefetch(tf.data.AUTOTUNE), steps
 
     def describe(self) -> dict:
         return {"name": self.name}
@@ -156,6 +163,9 @@ def train(model: tf.keras.Model | Callable[[], tf.keras.Model], x: np.ndarray, y
         **memory.summary(),
         "device": device_info(strategy),
     }
+    if config.plain_step_pairs and not is_plain(setup):
+        cost["vs_plain_step"] = compare_with_plain(setup, x, y, config.plain_step_pairs,
+                                                   jit_compile)
     result = TrainResult(model=setup.model, history=history.epochs, cost=cost, setup=setup)
     for defence in defences:
         result.sections.update(defence.sections(result))

@@ -19,7 +19,8 @@ from typing import Any, Literal
 import tensorflow as tf
 
 from ... import schema
-from ...attacks.budget import check_epsilon, epsilon_label, parse_epsilon, parse_norm
+from ...attacks.budget import (check_epsilon, default_relative_step, epsilon_label, parse_epsilon,
+                               parse_norm)
 from ...errors import ConfigError, UnsupportedError
 from ...models.split import embedding_split
 from .objectives import EmbeddingAdversarialObjective, ImageAdversarialObjective
@@ -27,7 +28,7 @@ from .objectives import EmbeddingAdversarialObjective, ImageAdversarialObjective
 IMAGE_METHODS = ("pgd", "fast", "trades")
 # Per method: attack steps, step size as a fraction of epsilon, weight of the clean loss.
 _DEFAULTS = {
-    "pgd": {"steps": 7, "relative_step_size": None, "clean_weight": 0.0},  # min(1, 2.5 / steps)
+    "pgd": {"steps": 7, "relative_step_size": None, "clean_weight": 0.0},  # default_relative_step
     "fast": {"steps": 1, "relative_step_size": 1.25, "clean_weight": 0.0},
     "trades": {"steps": 10, "relative_step_size": 0.25, "clean_weight": None},
     "embedding": {"steps": 1, "relative_step_size": None, "clean_weight": 0.5},
@@ -116,7 +117,7 @@ class AdversarialTraining:
                           "adversarial_training.epsilon")
         self.steps = config.steps or defaults["steps"]
         self.relative_step_size = (config.relative_step_size or defaults["relative_step_size"]
-                                   or min(1.0, 2.5 / self.steps))
+                                   or default_relative_step(self.steps))
         self.clean_weight = config.clean_weight if config.clean_weight is not None else \
             defaults["clean_weight"]
         self.warmup: EpsilonWarmup | None = None

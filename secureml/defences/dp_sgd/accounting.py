@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 import dp_accounting
 
 from ...errors import ConfigError
+from ...training.trainer import steps_per_epoch as batches_per_pass
 
 ACCOUNTANTS = ("rdp", "pld")
 
@@ -122,9 +123,7 @@ def steps_per_epoch(data_size: int, batch_size: int, sampling: str,
                     drop_remainder: bool = False) -> int:
     """Training steps per epoch: one pass over N examples in batches of `batch_size` (expected
     size under Poisson sampling, where an 'epoch' is ceil(N / batch_size) steps)."""
-    if drop_remainder and sampling == "shuffle":
-        return data_size // batch_size
-    return -(-data_size // batch_size)
+    return batches_per_pass(data_size, batch_size, drop_remainder and sampling == "shuffle")
 
 
 @dataclass(frozen=True)

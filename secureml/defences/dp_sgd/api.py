@@ -7,6 +7,7 @@ private = dp_sgd.make_private(model, data_size=len(x), batch_size=256, epochs=30
                               target_epsilon=3.0, optimizer="sgd", learning_rate=0.1)
 history = private.fit(x, y, validation_data=(x_val, y_val))   # history.history["epsilon"]
 private.privacy["epsilon"]                                      # spent so far
+private.compare_step_time(x, y)["ratio"]                        # DP step / plain step
 model.save("model.keras")                                       # `model` is trained in place
 ```
 """
@@ -18,6 +19,7 @@ import tensorflow as tf
 from ... import schema
 from ...errors import ConfigError, UnsupportedError
 from ...training import Objective, TrainingConfig, TrainingSetup
+from ...training.step_time import compare_with_plain
 from ...training.wrapper import HardenedModel
 from .config import Config
 from .defence import DPSGD
@@ -56,6 +58,12 @@ class PrivateModel(HardenedModel):
     def privacy(self) -> dict:
         """The `privacy` report: epsilon spent, delta, noise, sampling, whether it holds."""
         return self.defence.report()
+
+    def compare_step_time(self, x, y, pairs: int = 10) -> dict:
+        """This model's DP training step timed against a plain step (same optimizer, the first
+        batch of (x, y), copies of the model, `pairs` interleaved pairs): the `ratio` and both
+        median step times, as a run records them in metrics.json `cost.vs_plain_step`."""
+        return compare_with_plain(self.setup, np.asarray(x), np.asarray(y).reshape(-1), pairs)
 
     def fit(self, x=None, y=None, batch_size=None, epochs=None, verbose="auto", callbacks=None,
             validation_data=None, **unsupported):

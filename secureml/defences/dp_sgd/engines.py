@@ -21,8 +21,9 @@ import tensorflow as tf
 from ...errors import UnsupportedError
 
 # Measured on a 2-core CPU: image_cnn on CIFAR-10 at batch 64 (57-85x), text_lstm on IMDB at
-# batch 32 (11-32x); see docs/dp-sgd.md.
-MICROBATCH_COST = "typically 10-85x the time of a plain training step on CPU"
+# batch 32 (11-32x); see docs/dp-sgd.md and docs/fast-clipping.md.
+MICROBATCH_COST = ("typically 10-85x the time of a plain training step on CPU (this run's own "
+                   "ratio is measured after training: metrics.json cost.vs_plain_step)")
 
 
 def _tf_privacy():
@@ -179,8 +180,9 @@ class EngineChoice:
         self.chosen = None
 
     def make_optimizer(self, config):
-        self.chosen = choose_engine(self._clipping, self._setup.model, self._setup.objective,
-                                    **self._options)
+        if self.chosen is None:  # later calls (a step-time comparison) reuse the choice
+            self.chosen = choose_engine(self._clipping, self._setup.model,
+                                        self._setup.objective, **self._options)
         if isinstance(self.chosen, TFPrivacyEngine):
             return self.chosen.make_optimizer(config)
         return self._make_plain_optimizer(config)  # fast clipping noises the gradients itself

@@ -44,27 +44,32 @@ def _weighted_sum(weights, per_example):
 class LinearGradients:
     """Per-example gradients of a linear map applied at P positions, with an optional bias.
 
-    `inputs` is (B, P, K), `output_gradients` (B, P, N); the weight is (K, N).
+    `input_parts` are tensors (B, ..., K_j) with the same leading dimensions, whose product is
+    the P positions; joined on the last axis they are the inputs a (B, P, K) of the weight
+    (K, N). `output_gradients` is (B, P, N). A bias is the weight of a constant input 1, so it is
+    appended to a as one more column: one product then gives kernel and bias gradients, and every
+    norm below includes the bias without a reduction of its own.
     """
 
-    def __init__(self, inputs, output_gradients, use_bias: bool, method: str):
-        self.a, self.g, self.method = inputs, output_gradients, method
-        self.bias = tf.reduce_sum(output_gradients, axis=1) if use_bias else None
-        self.per_example = (tf.matmul(inputs, output_gradients, transpose_a=True)
+    def __init__(self, input_parts, output_gradients, use_bias: bool, method: str):
+        batch = tf.shape(output_gradients)[0]
+        if use_bias:
+            input_parts = [*input_parts, tf.ones_like(input_parts[0][..., :1])]
+        joined = input_parts[0] if len(input_parts) == 1 else tf.concat(input_parts, axis=-1)
+        self.a = tf.reshape(joined, (batch, -1, joined.shape[-1]))
+        self.g, self.method, self.use_bias = output_gradients, method, use_bias
+        self.per_example = (tf.matmul(self.a, output_gradients, transpose_a=True)
                             if method == DIRECT else None)
 
     def squared_norms(self):
         if self.method == DIRECT:
-            norms = tf.reduce_sum(tf.square(self.per_example), axis=[1, 2])
-        elif self.a.shape[1] == 1:
-            norms = (tf.reduce_sum(tf.square(self.a), axis=[1, 2])
-                     * tf.reduce_sum(tf.square(self.g), axis=[1, 2]))
-        else:
-            norms = tf.reduce_sum(tf.matmul(self.a, self.a, transpose_b=True)
-                                  * tf.matmul(self.g, self.g, transpose_b=True), axis=[1, 2])
-        if self.bias is not None:
-            norms += tf.reduce_sum(tf.square(self.bias), axis=1)
-        return norms
+            # One pass, no squared copy of B * K * N values: several times faster on CPU.
+            return tf.square(tf.math.reduce_euclidean_norm(self.per_example, axis=[1, 2]))
+        if self.a.shape[1] == 1:
+            return (tf.reduce_sum(tf.square(self.a), axis=[1, 2])
+                    * tf.reduce_sum(tf.square(self.g), axis=[1, 2]))
+        return tf.reduce_sum(tf.matmul(self.a, self.a, transpose_b=True)
+                             * tf.matmul(self.g, self.g, transpose_b=True), axis=[1, 2])
 
     def clipped_sum(self, scale):
         """(sum_i scale_i G_i, sum_i scale_i bias_i or None)."""
@@ -75,8 +80,9 @@ class LinearGradients:
             scaled = self.g * scale[:, None, None]
             weight = tf.matmul(tf.reshape(self.a, (-1, fan_in)),
                                tf.reshape(scaled, (-1, fan_out)), transpose_a=True)
-        bias = None if self.bias is None else _weighted_sum(scale, self.bias)
-        return weight, bias
+        if self.use_bias:
+            return weight[:-1], weight[-1]
+        return weight, None
 
 
 class EmbeddingGradients:

@@ -48,7 +48,7 @@ def _after(gradient, make):
 
 def _linear_output(layer, z, record_inputs, probes: Probes, method: str):
     """Bias, probe and activation of a Dense or Conv2D whose kernel product is `z`;
-    `record_inputs()` gives its inputs at each position, (B, P, K)."""
+    `record_inputs()` gives its inputs at every position, as `LinearGradients` input parts."""
     if layer.use_bias:
         z = tf.nn.bias_add(z, _weight(layer.bias))
     z, probe = probes.attach(z)
@@ -78,10 +78,7 @@ class DenseTap:
 
     def forward(self, layer, inputs, mask, probes: Probes, method: str):
         z = tf.tensordot(inputs, _weight(layer.kernel), [[inputs.shape.rank - 1], [0]])
-        return _linear_output(
-            layer, z, lambda: tf.reshape(tf.stop_gradient(inputs),
-                                         (tf.shape(inputs)[0], -1, inputs.shape[-1])),
-            probes, method)
+        return _linear_output(layer, z, lambda: [tf.stop_gradient(inputs)], probes, method)
 
 
 def _same_padding(size: int, out: int, kernel: int, stride: int, dilation: int):
@@ -90,18 +87,17 @@ def _same_padding(size: int, out: int, kernel: int, stride: int, dilation: int):
     return total // 2, total - total // 2
 
 
-def _patches(inputs, layer, out_h: int, out_w: int):
-    """im2col: (B, out_h, out_w, kh * kw * C) in the kernel's (kh, kw, C) order.
-
-    Built from kh * kw strided slices; several times faster on CPU than tf.image.extract_patches.
-    """
+def _patches(inputs, layer, out_h: int, out_w: int) -> list:
+    """im2col as kh * kw strided slices (B, out_h, out_w, C) in the kernel's (kh, kw) order:
+    joined on the channel axis they are the patches in the kernel's (kh, kw, C) order. Slices
+    are several times faster on CPU than tf.image.extract_patches."""
     (kh, kw), (sh, sw), (dh, dw) = layer.kernel_size, layer.strides, layer.dilation_rate
     if layer.padding == "same":
         inputs = tf.pad(inputs, [(0, 0), _same_padding(inputs.shape[1], out_h, kh, sh, dh),
                                  _same_padding(inputs.shape[2], out_w, kw, sw, dw), (0, 0)])
-    return tf.concat([inputs[:, i * dh:i * dh + (out_h - 1) * sh + 1:sh,
-                             j * dw:j * dw + (out_w - 1) * sw + 1:sw, :]
-                      for i in range(kh) for j in range(kw)], axis=-1)
+    return [inputs[:, i * dh:i * dh + (out_h - 1) * sh + 1:sh,
+                   j * dw:j * dw + (out_w - 1) * sw + 1:sw, :]
+            for i in range(kh) for j in range(kw)]
 
 
 class Conv2DTap:
@@ -128,10 +124,9 @@ class Conv2DTap:
                               padding=layer.padding.upper(), dilations=layer.dilation_rate)
         out_h, out_w = z.shape[1:3]
 
-        def patches():
-            return tf.reshape(_patches(tf.stop_gradient(inputs), layer, out_h, out_w),
-                              (tf.shape(inputs)[0], -1, math.prod(layer.kernel.shape[:3])))
-        return _linear_output(layer, z, patches, probes, method)
+        return _linear_output(
+            layer, z, lambda: _patches(tf.stop_gradient(inputs), layer, out_h, out_w),
+            probes, method)
 
 
 class EmbeddingTap:
@@ -183,7 +178,9 @@ class LSTMTap:
     def forward(self, layer, inputs, mask, probes: Probes, method: str):
         cell = layer.cell
         recurrent = _weight(cell.recurrent_kernel)
-        z = tf.tensordot(inputs, _weight(cell.kernel), [[2], [0]])
+        # Time-major, as the recurrence reads it: z and its gradient (B * T * 4 units values,
+        # the largest tensors here) are then transposed once instead of three times.
+        z = tf.tensordot(tf.transpose(inputs, [1, 0, 2]), _weight(cell.kernel), [[2], [0]])
         if cell.use_bias:
             z = tf.nn.bias_add(z, _weight(cell.bias))
         z, probe = probes.attach(z)
@@ -193,25 +190,23 @@ class LSTMTap:
             i, f, candidate, o = tf.split(z_t + tf.matmul(h, recurrent), 4, axis=1)
             c = (cell.recurrent_activation(f) * c
                  + cell.recurrent_activation(i) * cell.activation(candidate))
-            h = cell.recurrent_activation(o) * cell.activation(c)
-            return h, [h, c]
+            # The output is the state entering the step, which the step's gate gradients pair
+            # with (at masked steps those are zero, so what is output there does not matter).
+            return h, [cell.recurrent_activation(o) * cell.activation(c), c]
 
         zeros = tf.zeros((tf.shape(inputs)[0], layer.units), inputs.dtype)
-        # Outputs at masked steps repeat the carried state, so outputs[t] is the state entering
-        # step t + 1, whatever Keras' own zero_output_for_mask says about the visible output.
-        last, outputs, _ = tf.keras.backend.rnn(
-            step, z, [zeros, zeros], mask=mask, unroll=layer.unroll,
-            input_length=inputs.shape[1], zero_output_for_mask=False)
+        _, entering, (last, _) = tf.keras.backend.rnn(
+            step, z, [zeros, zeros], mask=None if mask is None else tf.transpose(mask),
+            unroll=layer.unroll, input_length=inputs.shape[1], time_major=True)
         if layer.zero_output_for_mask and mask is not None:
             last = tf.where(mask[:, -1:], last, tf.zeros_like(last))
         features = inputs.shape[-1]
 
         def per_example(gradient):
-            def step_inputs():  # [x_t, h_{t-1}] at every step
-                previous = tf.concat([zeros[:, None], outputs[:, :-1]], axis=1)
-                return tf.stop_gradient(tf.concat([inputs, previous], axis=-1))
-            return LinearGradients(_after(gradient, step_inputs), gradient, cell.use_bias,
-                                   method)
+            return LinearGradients(
+                _after(gradient, lambda: [tf.stop_gradient(inputs),
+                                          tf.stop_gradient(tf.transpose(entering, [1, 0, 2]))]),
+                tf.transpose(gradient, [1, 0, 2]), cell.use_bias, method)
 
         def variables_of(parts):
             weight, bias = parts
