@@ -11,8 +11,9 @@ sequences: 10,000 words, length 100) and batch size (64, 256), one SGD step of:
 - fast: secureml's FastClippingEngine.
 
 Time: timed in this process; the summary gives each median as a ratio to the plain step of the
-same group, and each DP engine is also timed in interleaved pairs with a plain step (printed,
-and saved as extra_info "paired_ratio_to_plain"), which a shared machine's load disturbs less.
+same group. Medians taken a minute apart move with the machine's load (10-20% here), so each DP
+engine is also timed in interleaved pairs with a plain step: printed, and saved as extra_info
+"paired_ratio_to_plain" (median of the per-pair ratios) and "interleaved_ratio_of_medians".
 
 Memory: each case also trains a few steps in a fresh process (peak resident memory cannot be
 reset within one), capped at MEMORY_CAP_GB so that a case that would exhaust the shared machine
@@ -150,10 +151,14 @@ def test_dp_step(benchmark, ratios, training_step, model_name, batch_size, engin
     ratios.record(benchmark, engine)
     if not toy and engine != "plain":
         plain_step = training_step(build(), x, y, [Engine("plain")])
-        paired = benchmark.extra_info["paired_ratio_to_plain"] = paired_ratio(
-            step, plain_step, rounds)[0]
+        paired, times = paired_ratio(step, plain_step, 2 * rounds)
+        medians = np.median(np.array(times), axis=0)
+        benchmark.extra_info.update({"paired_ratio_to_plain": paired,
+                                     "interleaved_ratio_of_medians": medians[0] / medians[1]})
         print(f"{model_name} batch {batch_size} {engine}: x{paired:.2f} plain (median of "
-              f"{rounds} interleaved pairs)")
+              f"{2 * rounds} interleaved pairs; ratio of their medians x"
+              f"{medians[0] / medians[1]:.2f}, {medians[0] * 1000:.1f} / "
+              f"{medians[1] * 1000:.1f} ms)")
 
 
 def _rounds(step, budget_s: float = 20.0) -> int:

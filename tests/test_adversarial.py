@@ -152,6 +152,8 @@ def test_runner_writes_robustness_and_training_sections(tmp_path):
     assert robustness["training_cost"]["baseline_variant"] == "plain"
     # Written before the runner adds its ratios to `cost`, from the baseline's metrics.json.
     assert robustness["training_cost"]["train_time_ratio"] == metrics["cost"]["train_time_ratio"]
+    assert robustness["training_cost"]["step_vs_plain_step"] == \
+        metrics["cost"]["vs_plain_step"]["ratio"]
     assert metrics["adversarial_training"]["epsilon"] == 0.1
     assert metrics["training"]["objective"]["name"] == "pgd_adversarial"
     assert (result.directory / "pgd" / "robustness.png").is_file()

@@ -88,8 +88,9 @@ def pgd(model, x, y, epsilon, *, norm="linf", steps: int = 20, step_size: float 
         batch_size: int = 256, progress: bool = True) -> np.ndarray:
     """Projected gradient descent, Madry et al. 2018, with random starts and restarts.
 
-    With several restarts each example keeps the first restart's result that fools the model,
-    otherwise the one with the highest loss. `step_size` defaults to 2.5 * epsilon / steps.
+    With several restarts each example keeps, of the restarts' results that fool the model (or
+    of all, if none does), the one with the highest loss. `step_size` defaults to
+    2.5 * epsilon / steps.
     """
     target, x, y, epsilon, norm = _prepare(model, x, y, epsilon, norm, value_range)
     step = _step_size(epsilon, steps, step_size)
@@ -101,23 +102,25 @@ def pgd(model, x, y, epsilon, *, norm="linf", steps: int = 20, step_size: float 
 
     def attack(xb, yb):
         best = one(xb, yb)
+        best_logits = target(best) if restarts > 1 else None
         for _ in range(restarts - 1):
-            best = _stronger(target, best, one(xb, yb), yb)
+            candidate = one(xb, yb)
+            best, best_logits = _stronger(best, best_logits, candidate, target(candidate), yb)
         return best
 
     return _batched(attack, x, y, batch_size, f"PGD-{steps} {norm} x{restarts}", progress)
 
 
-def _stronger(target: AttackTarget, a, b, y):
-    """Per example, `b` where it fools the model and `a` does not, or where both agree on
-    fooling and `b` has the higher loss; `a` elsewhere."""
-    logits_a, logits_b = target(a), target(b)
+def _stronger(a, logits_a, b, logits_b, y):
+    """Per example, (`b`, its logits) where it fools the model and `a` does not, or where both
+    agree on fooling and `b` has the higher loss; `a` and its logits elsewhere."""
     fooled_a = tf.not_equal(tf.argmax(logits_a, -1), y)
     fooled_b = tf.not_equal(tf.argmax(logits_b, -1), y)
     higher = per_example_loss(logits_b, y) > per_example_loss(logits_a, y)
     take_b = (fooled_b & ~fooled_a) | (tf.equal(fooled_a, fooled_b) & higher)
     shape = [-1] + [1] * (len(a.shape) - 1)
-    return tf.where(tf.reshape(take_b, shape), b, a)
+    return (tf.where(tf.reshape(take_b, shape), b, a),
+            tf.where(take_b[:, None], logits_b, logits_a))
 
 
 def bim(model, x, y, epsilon, *, norm="linf", steps: int = 20, step_size: float | None = None,

@@ -579,7 +579,10 @@ def _plot(measurements: list[Measurement], directory: Path) -> str:
 
 
 def _training_cost(context) -> dict:
-    """Training cost against the run's baseline variant (the runner measures it first)."""
+    """Training cost against the run's baseline variant (the runner measures it first), and the
+    training step against a plain step measured after training."""
     cost = context.metrics["cost"]
-    return {key: cost.get(key) for key in ("baseline_variant", "train_time_s",
-                                           "train_time_ratio", "step_time_ratio")}
+    out = {key: cost.get(key) for key in ("baseline_variant", "train_time_s",
+                                          "train_time_ratio", "step_time_ratio")}
+    out["step_vs_plain_step"] = (cost.get("vs_plain_step") or {}).get("ratio")
+    return out

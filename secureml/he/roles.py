@@ -136,6 +136,7 @@ class HEClient:
         self.context = context
         self.engine = Engine(context)
         self.fingerprint = fingerprint(context)
+        self._public_context = None
         self.client_model = client_model
         self.input = InputSpec(spec["input"]["kind"], tuple(spec["input"]["shape"]),
                                spec["input"]["mask_zero"], spec["input"]["split_layer"])
@@ -149,8 +150,11 @@ class HEClient:
         return cls(spec, make_context(params, rotations="single" in packings), client_model)
 
     def public_context(self) -> bytes:
-        """The context without the secret key, for the server."""
-        return public_bytes(self.context)
+        """The context without the secret key, for the server. Serialized once: with Galois
+        keys it takes megabytes and a noticeable time, and the keys never change."""
+        if self._public_context is None:
+            self._public_context = public_bytes(self.context)
+        return self._public_context
 
     def secret_context(self) -> bytes:
         return self.context.serialize(save_public_key=True, save_secret_key=True,

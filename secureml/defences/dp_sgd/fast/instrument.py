@@ -111,8 +111,15 @@ class InstrumentedModel:
             total = tf.reduce_sum(losses)
         probe_gradients = tape.gradient(total, [r.probe for r in records],
                                         unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        gradients = [r.per_example(g) for r, g in zip(records, probe_gradients)]
-        squared = tf.add_n([g.squared_norms() for g in gradients])
+        gradients, squares, previous = [], [], []
+        # Layer by layer, in the order backprop finishes them: a layer's inputs (im2col patches)
+        # are built once the layer before is done with its own, so only one set is alive.
+        for record, gradient in reversed(list(zip(records, probe_gradients))):
+            with tf.control_dependencies(previous):
+                gradients.insert(0, record.per_example(gradient))
+                squares.append(gradients[0].squared_norms())
+            previous = [squares[-1]]
+        squared = tf.add_n(squares)
         # Rounding can push a Gram-form sum of squares a hair below zero.
         norms = tf.sqrt(tf.maximum(squared, 0.0))
         return losses, logits, norms, list(zip(records, gradients))
