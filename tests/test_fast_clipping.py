@@ -137,8 +137,10 @@ def test_conv2d_random_shapes(seed, method):
     assert_matches_naive(model, x, labels(rng, 5, 3), clip=0.5)
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_embedding_and_lstm_random_shapes(seed, method):
+@pytest.mark.parametrize("seed, chains", [(0, 1), (1, 2), (2, 4), (3, 1), (4, 2), (5, 4)])
+def test_embedding_and_lstm_random_shapes(seed, chains, method, monkeypatch):
+    # The batch of 6 split into 1, 2 or 4 recurrences run side by side (4: sizes 1, 1, 1, 3).
+    monkeypatch.setattr(fast_layers, "recurrence_chains", lambda: chains)
     rng = np.random.default_rng(200 + seed)
     length, vocabulary = int(rng.integers(3, 11)), int(rng.integers(4, 30))
     classes = int(rng.integers(2, 5))
@@ -225,6 +227,8 @@ def test_reference_text_lstm():
     model = build_model("text_lstm", (12,), 2, vocab_size=40)
     x = token_batch(rng, 6, 12, 40)
     assert_matches_naive(model, x, labels(rng, 6, 2), clip=0.5)
+    # One example and two recurrence chains: one chain has no examples.
+    assert_matches_naive(model, x[:1], labels(rng, 1, 2), clip=0.5)
 
 
 def test_methods_are_chosen_from_the_shapes():

@@ -85,6 +85,22 @@ class LinearGradients:
         return weight, None
 
 
+class BatchGroups:
+    """The per-example gradients of consecutive groups of a batch (`sizes` examples each) as
+    one: norms in batch order, and one clipped sum."""
+
+    def __init__(self, groups: list, sizes: list):
+        self.groups, self.sizes = groups, sizes
+
+    def squared_norms(self):
+        return tf.concat([group.squared_norms() for group in self.groups], axis=0)
+
+    def clipped_sum(self, scale):
+        sums = [group.clipped_sum(part)
+                for group, part in zip(self.groups, tf.split(scale, self.sizes))]
+        return tuple(None if parts[0] is None else tf.add_n(list(parts)) for parts in zip(*sums))
+
+
 class EmbeddingGradients:
     """Per-example gradients of an embedding lookup: rows of a (V, D) table.
 
