@@ -36,7 +36,7 @@ import pytest
 
 from secureml.models import build_model
 from secureml.training import PlainEngine, TrainingConfig, make_optimizer, train
-from secureml.training.step_time import paired_ratio
+from secureml.training.step_time import time_pairs
 
 ENGINES = ("plain", "microbatch", "vectorized", "fast")
 MODELS = ("image_cnn", "text_lstm")
@@ -151,14 +151,14 @@ def test_dp_step(benchmark, ratios, training_step, model_name, batch_size, engin
     ratios.record(benchmark, engine)
     if not toy and engine != "plain":
         plain_step = training_step(build(), x, y, [Engine("plain")])
-        paired, times = paired_ratio(step, plain_step, 2 * rounds)
-        medians = np.median(np.array(times), axis=0)
-        benchmark.extra_info.update({"paired_ratio_to_plain": paired,
-                                     "interleaved_ratio_of_medians": medians[0] / medians[1]})
-        print(f"{model_name} batch {batch_size} {engine}: x{paired:.2f} plain (median of "
-              f"{2 * rounds} interleaved pairs; ratio of their medians x"
-              f"{medians[0] / medians[1]:.2f}, {medians[0] * 1000:.1f} / "
-              f"{medians[1] * 1000:.1f} ms)")
+        timed = time_pairs(step, plain_step, 2 * rounds)
+        of_medians = timed["step_time_median_s"] / timed["plain_step_time_median_s"]
+        benchmark.extra_info.update({"paired_ratio_to_plain": timed["ratio"],
+                                     "interleaved_ratio_of_medians": of_medians})
+        print(f"{model_name} batch {batch_size} {engine}: x{timed['ratio']:.2f} plain (median "
+              f"of {2 * rounds} interleaved pairs; ratio of their medians x{of_medians:.2f}, "
+              f"{timed['step_time_median_s'] * 1000:.1f} / "
+              f"{timed['plain_step_time_median_s'] * 1000:.1f} ms)")
 
 
 def _rounds(step, budget_s: float = 20.0) -> int:

@@ -14,7 +14,7 @@ from secureml.defences import adversarial, dp_sgd
 from secureml.defences.dp_sgd.callback import PrivacyBudgetSpent
 from secureml.defences.dp_sgd.engines import TFPrivacyEngine, choose_engine
 from secureml.defences.dp_sgd.sampling import PoissonBatches
-from secureml.errors import UnsupportedError
+from secureml.errors import ConfigError, UnsupportedError
 from secureml.models import build_model
 from secureml.training import Objective, PlainEngine, TrainingConfig, train
 from secureml.training.wrapper import HardenedModel
@@ -174,6 +174,10 @@ def test_make_private_reports_epsilon_every_epoch_and_stops_at_the_budget(digits
     before = [w.copy() for w in model.get_weights()]
     compared = private.compare_step_time(x, y, pairs=3)
     assert compared["pairs"] == 3 and compared["batch_size"] == 64 and compared["ratio"] > 0
+    with pytest.raises(ConfigError, match="pairs must be at least 1"):
+        private.compare_step_time(x, y, pairs=0)
+    with pytest.raises(ConfigError, match="1200 inputs but 10 labels"):
+        private.compare_step_time(x, y[:10])
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
 

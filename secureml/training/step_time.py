@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
+from ..errors import ConfigError
 from .engine import PlainEngine
 from .objective import Objective
 from .optimizer import make_optimizer
@@ -42,17 +43,20 @@ def compiled_step(model: tf.keras.Model, objective, engine, optimizer, x, y,
     return run
 
 
-def paired_ratio(step: Callable, baseline_step: Callable, pairs: int) -> tuple[float, list]:
-    """(median over pairs of step time / baseline time, [(step s, baseline s)] per pair), each
-    pair timed back to back."""
+def time_pairs(step: Callable, plain_step: Callable, pairs: int) -> dict:
+    """`pairs` back-to-back pairs of a plain step and `step`: the median of the per-pair ratios
+    (step / plain) and the median time of each."""
     times = []
     for _ in range(pairs):
         start = time.perf_counter()
-        baseline_step()
+        plain_step()
         middle = time.perf_counter()
         step()
         times.append((time.perf_counter() - middle, middle - start))
-    return float(np.median([s / b for s, b in times])), times
+    step_s, plain_s = np.array(times).T
+    return {"ratio": float(np.median(step_s / plain_s)),
+            "step_time_median_s": float(np.median(step_s)),
+            "plain_step_time_median_s": float(np.median(plain_s))}
 
 
 def _copy(model: tf.keras.Model) -> tf.keras.Model:
@@ -64,6 +68,10 @@ def _copy(model: tf.keras.Model) -> tf.keras.Model:
 def compare_with_plain(setup, x, y, pairs: int, jit_compile: bool = False) -> dict:
     """Time the setup's step (its objective, engine and optimizer) against a plain step with the
     same kind of optimizer, both on the first `batch_size` examples of (x, y)."""
+    if pairs < 1:
+        raise ConfigError(f"pairs must be at least 1 to time anything, got {pairs}")
+    if len(x) != len(y):
+        raise ConfigError(f"{len(x)} inputs but {len(y)} labels; they must match")
     replicas = setup.strategy.num_replicas_in_sync
     size = min(setup.config.batch_size, len(y)) // replicas * replicas
     if size == 0:
@@ -74,8 +82,5 @@ def compare_with_plain(setup, x, y, pairs: int, jit_compile: bool = False) -> di
                              setup.make_optimizer(setup.config), x, y, jit_compile)
         plain = compiled_step(_copy(setup.model), Objective(), PlainEngine(),
                               make_optimizer(setup.config), x, y, jit_compile)
-    ratio, times = paired_ratio(step, plain, pairs)
-    return {"ratio": round(ratio, 3),
-            "step_time_median_s": float(np.median([s for s, _ in times])),
-            "plain_step_time_median_s": float(np.median([b for _, b in times])),
-            "pairs": pairs, "batch_size": size}
+    timed = time_pairs(step, plain, pairs)
+    return {**timed, "ratio": round(timed["ratio"], 3), "pairs": pairs, "batch_size": size}

@@ -158,7 +158,7 @@ def recurrence_chains() -> int:
 
     On CPU one recurrence is a chain of small dependent operations that leaves cores idle; two
     half-batch chains kept both cores of a 2-core machine busy and ran the instrumented LSTM's
-    forward and backward pass 23-25% faster at batches 64 and 256 (three or four chains were
+    forward and backward pass 21-29% faster at batches 64 and 256 (three or four chains were
     slower). Not measured on more cores, so two at most; one on a GPU, which runs one stream.
     """
     if tf.config.list_logical_devices("GPU"):
@@ -221,11 +221,10 @@ class LSTMTap:
         # Consecutive groups of examples, each its own recurrence (see `recurrence_chains`).
         batch, chains = tf.shape(inputs)[0], recurrence_chains()
         sizes = [batch // chains] * (chains - 1) + [batch - (chains - 1) * (batch // chains)]
-        groups = tf.split(inputs, sizes) if chains > 1 else [inputs]
-        group_masks = ([None] * chains if mask is None
-                       else tf.split(mask, sizes) if chains > 1 else [mask])
+        groups = tf.split(inputs, sizes)
+        group_masks = [None] * chains if mask is None else tf.split(mask, sizes)
         group_probes, lasts, entering = zip(*map(recurrence, groups, group_masks))
-        last = tf.concat(lasts, axis=0) if chains > 1 else lasts[0]
+        last = tf.concat(lasts, axis=0)
         if layer.zero_output_for_mask and mask is not None:
             last = tf.where(mask[:, -1:], last, tf.zeros_like(last))
         features = inputs.shape[-1]
