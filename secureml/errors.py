@@ -19,3 +19,7 @@ class DataError(SecureMLError, ValueError):
 
 class UnsupportedError(SecureMLError):
     """A model, layer or setting that a capability does not support."""
+
+
+class KeyFileError(SecureMLError):
+    """A secret key file would be overwritten, or cannot be created safely."""

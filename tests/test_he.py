@@ -91,6 +91,8 @@ def test_ciphertext_from_another_key_is_rejected(digits, roles, batched_result):
     # Handed a context with the secret key by mistake, the server keeps only the public part.
     careless = HEServer(server.plan, server.params, stranger.secret_context())
     assert not careless.context.has_secret_key()
+    with pytest.raises(ValueError):  # make_context_public() would have kept the decryptor
+        careless.context.decryptor()
     query = stranger.encrypt(digits[2][:2], "batched").to_bytes()
     with pytest.raises(CiphertextError, match="another key pair"):
         server.load_query(query)

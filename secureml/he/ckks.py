@@ -54,6 +54,28 @@ def load_context(data: bytes, what: str) -> ts.Context:
                               f"written by 'secureml he keygen'") from None
 
 
+def load_public_context(data: bytes, what: str) -> ts.Context:
+    """A context that cannot decrypt, whatever `data` holds.
+
+    TenSEAL's `make_context_public` drops the secret key but keeps the Decryptor made from it
+    (`decryptor()` still decrypts), while loading makes a Decryptor only from a serialized
+    secret key. So a context holding one is rebuilt from its serialization without it, and
+    the context that held the key is dropped.
+    """
+    context = load_context(data, what)
+    try:
+        asymmetric = context.has_public_key()
+    except ValueError:  # TenSEAL: a symmetric context has no public key at all
+        asymmetric = False
+    if not asymmetric:
+        raise CiphertextError(f"{what} has no public key, so the server could not encrypt "
+                              f"constants; use the public.context written by 'secureml he "
+                              f"keygen'")
+    if context.has_secret_key():
+        context = load_context(public_bytes(context), what)
+    return context
+
+
 class Engine:
     """Evaluator, encoder and evaluation keys of one context (the public part suffices)."""
 
@@ -67,6 +89,14 @@ class Engine:
         self.relin_keys = context.relin_keys().data if context.has_relin_keys() else None
         self.galois_keys = context.galois_keys().data if context.has_galois_keys() else None
         self._encryptor = context.encryptor().data
+
+    @property
+    def max_ciphertext_bytes(self) -> int:
+        """An upper bound on a serialized ciphertext of this context: two polynomials at the
+        top level, what zstd may add to incompressible data, and SEAL's headers."""
+        top = self.seal.first_context_data().parms()
+        raw = 2 * top.poly_modulus_degree() * len(top.coeff_modulus()) * 8
+        return raw + raw // 256 + 65536
 
     # plaintexts
     def encode(self, values, like, scale: float) -> sealapi.Plaintext:

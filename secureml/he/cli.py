@@ -12,26 +12,38 @@
     secureml he decrypt --keys keys/ --input result.he --out logits.npy
     secureml he demo      # all four on digits (or --model/--input), with timings
 
-`keygen` writes `secret.context` (keep it), and `public/` with `public.context` and
-`spec.json`: the only things the server needs from the client.
+`keygen` writes `secret.context` (keep it; mode 0600, never overwritten: `--force` replaces
+a key folder), and `public/` with `public.context` and `spec.json`: the only things the server
+needs from the client. Every input is checked before any compute: files by size and header
+before their body is read, arrays for shape, type and finite values, output folders exist.
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError, KeyFileError
+from ..security.keyfiles import write_secret
 from .ckks import load_context
 from .errors import CiphertextError
 from .params import CKKSParameters
-from .roles import PACKINGS, HEClient, HEServer, make_spec
+from .roles import PACKINGS, HEClient, HEServer, check_spec, make_spec
 
 _SECRET, _PUBLIC, _SPEC, _CLIENT_MODEL = "secret.context", "public.context", "spec.json", \
     "client_model.keras"
+# What keygen writes: any of them present means the folder already holds keys.
+_KEY_FILES = (_SECRET, _SPEC, _CLIENT_MODEL, f"public/{_PUBLIC}", f"public/{_SPEC}")
+# Size limits checked before a file is read. A spec is a few KB; TenSEAL parses contexts as
+# protobuf messages, which cannot exceed 2 GiB; queries and results are checked against what
+# their header and the model imply, under --max-bytes.
+_MAX_SPEC_BYTES = 16 << 20
+_MAX_CONTEXT_BYTES = 2 << 30
+_MAX_BATCH_BYTES = 8 << 30
 
 
 def add_arguments(parser) -> None:
@@ -50,6 +62,9 @@ def add_arguments(parser) -> None:
                    help="single needs Galois keys (large); batched does not")
     _parameter_options(p)
     p.add_argument("--out", required=True, help="folder for the keys")
+    p.add_argument("--force", action="store_true",
+                   help="replace the keys in an existing key folder (results encrypted under "
+                        "the old keys can then no longer be decrypted)")
     p = sub.add_parser("encrypt", help="client: encrypt inputs from a .npy file")
     p.add_argument("--keys", required=True, help="the folder written by keygen")
     p.add_argument("--input", required=True, help=".npy of images, or token ids for text")
@@ -61,10 +76,12 @@ def add_arguments(parser) -> None:
                    help="folder with public.context and spec.json (no secret key needed)")
     p.add_argument("--input", required=True, help="the encrypted query")
     p.add_argument("--out", required=True)
+    _max_bytes_option(p, "query")
     p = sub.add_parser("decrypt", help="client: decrypt a result into logits")
     p.add_argument("--keys", required=True)
     p.add_argument("--input", required=True, help="the encrypted result")
     p.add_argument("--out", help=".npy for the logits (default: print predictions only)")
+    _max_bytes_option(p, "result")
     p = sub.add_parser("demo", help="keygen, encrypt, infer and decrypt through files, timed")
     p.add_argument("--model", help="a model file (default: train he_cnn on digits briefly)")
     p.add_argument("--input", help=".npy of inputs (default: digits test images)")
@@ -72,6 +89,11 @@ def add_arguments(parser) -> None:
     p.add_argument("--samples", type=int, default=4)
     p.add_argument("--packing", choices=[*PACKINGS, "both"], default="both")
     p.add_argument("--workdir", default="he-demo", help="where the files go")
+
+
+def _max_bytes_option(p, what: str) -> None:
+    p.add_argument("--max-bytes", type=int, default=_MAX_BATCH_BYTES,
+                   help=f"refuse a larger {what} file before reading it (default 8 GiB)")
 
 
 def _parameter_options(p) -> None:
@@ -90,8 +112,8 @@ def main(args) -> int:
 def publish_spec(args) -> int:
     """The server's side of key setup: what the client needs, and in split mode the client's
     part of the model (written next to the spec)."""
+    out = _output(args.out, "spec")
     plan, params, client_model = _compile(args)
-    out = Path(args.out)
     out.write_text(json.dumps(make_spec(plan, params), indent=2))
     if client_model is not None:
         client_model.save(out.parent / _CLIENT_MODEL)
@@ -110,12 +132,11 @@ def _compile(args):
 
 
 def keygen(args) -> int:
-    out = Path(args.out)
-    (out / "public").mkdir(parents=True, exist_ok=True)
+    out = _key_folder(args.out, args.force)
     packings = PACKINGS if args.packing == "both" else (args.packing,)
     client_model = None
     if args.spec:
-        spec = json.loads(_read(args.spec, "spec").decode())
+        spec = _read_spec(args.spec)
         bottom = Path(args.spec).parent / _CLIENT_MODEL
         client_model = _load_model(bottom) if bottom.exists() else None
         client = HEClient.generate(spec, packings, client_model)
@@ -125,7 +146,10 @@ def keygen(args) -> int:
         client = HEClient.generate(spec, packings, client_model)
     else:
         raise DataError("keygen needs --model (to derive the spec) or --spec (from the server)")
-    (out / _SECRET).write_bytes(client.secret_context())
+    if args.force:  # only now that the new keys exist: a failed keygen keeps the old ones
+        for name in _KEY_FILES:
+            (out / name).unlink(missing_ok=True)
+    write_secret(out / _SECRET, client.secret_context())
     (out / _SPEC).write_text(json.dumps(spec, indent=2))
     (out / "public" / _PUBLIC).write_bytes(client.public_context())
     (out / "public" / _SPEC).write_text(json.dumps(spec, indent=2))
@@ -138,19 +162,39 @@ def keygen(args) -> int:
     return 0
 
 
+def _key_folder(path, force: bool) -> Path:
+    """The folder keygen writes into, created (owner only) before any key is computed; one
+    that already holds keys is refused unless `force`."""
+    out = Path(path)
+    existing = [name for name in _KEY_FILES if (out / name).exists()]
+    if existing and not force:
+        raise KeyFileError(f"{out} already holds keys ({existing[0]}); use --force to replace "
+                           f"it, after which results encrypted under the old keys cannot be "
+                           f"decrypted")
+    try:
+        out.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (out / "public").mkdir(exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"cannot create the key folder {out}: {err.strerror}") from None
+    return out
+
+
 def _client(keys: str) -> HEClient:
     folder = Path(keys)
-    spec = json.loads(_read(folder / _SPEC, "spec").decode())
-    context = load_context(_read(folder / _SECRET, "secret context"), str(folder / _SECRET))
+    spec = _read_spec(folder / _SPEC)
+    context = load_context(_read(folder / _SECRET, "secret context", _MAX_CONTEXT_BYTES),
+                           str(folder / _SECRET))
     client_model = _load_model(folder / _CLIENT_MODEL) if (folder / _CLIENT_MODEL).exists() \
         else None
     return HEClient(spec, context, client_model)
 
 
 def encrypt(args) -> int:
+    out = _output(args.out, "query")
+    x = _load_npy(args.input)
     client = _client(args.keys)
-    query = client.encrypt(_load_npy(args.input), args.packing)
-    size = query.save(args.out)
+    query = client.encrypt(x, args.packing)
+    size = query.save(out)
     print(f"{args.out}: {query.samples} samples, {len(query.ciphertexts)} ciphertexts, "
           f"{size} bytes")
     return 0
@@ -158,27 +202,34 @@ def encrypt(args) -> int:
 
 def infer(args) -> int:
     from .plan import compile_model
+    out = _output(args.out, "result")
     folder = Path(args.keys)
-    spec = json.loads(_read(folder / _SPEC, "spec").decode())
+    spec = _read_spec(folder / _SPEC)
+    if not Path(args.input).is_file():
+        raise CiphertextError(f"cannot read the query at {args.input}: no such file")
     mode = "split" if spec["input"]["kind"] == "features" else "full"
     plan, _ = compile_model(_load_model(args.model), None, mode=mode,
                             split_layer=spec["input"]["split_layer"] or "lstm")
     server = HEServer(plan, CKKSParameters.from_dict(spec["parameters"]),
-                      _read(folder / _PUBLIC, "public context"))
-    query = server.load_query(_read(args.input, "query"), args.input)
+                      _read(folder / _PUBLIC, "public context", _MAX_CONTEXT_BYTES))
+    query = server.load_query(Path(args.input), args.input,
+                              keys=f"the public context in {folder}", max_bytes=args.max_bytes)
     started = time.perf_counter()
     result = server.infer(query, progress=True)
     seconds = time.perf_counter() - started
-    size = result.save(args.out)
+    size = result.save(out)
     print(f"{args.out}: {result.samples} samples in {seconds:.2f}s, {size} bytes")
     return 0
 
 
 def decrypt(args) -> int:
+    out = _output(args.out, "logits") if args.out else None
     client = _client(args.keys)
-    logits = client.decrypt(client.load_result(_read(args.input, "result"), args.input))
-    if args.out:
-        np.save(args.out, logits)
+    logits = client.decrypt(client.load_result(Path(args.input), args.input,
+                                               keys=f"the keys in {args.keys}",
+                                               max_bytes=args.max_bytes))
+    if out:
+        np.save(out, logits)
     from ..models.outputs import predicted_classes
     print("predictions:", " ".join(map(str, predicted_classes(logits).tolist())))
     return 0
@@ -189,6 +240,8 @@ def demo(args) -> int:
 
     from ..evaluation import predict_logits
     from .fidelity import compare
+    if args.samples < 1:
+        raise ConfigError(f"--samples must be at least 1, got {args.samples}")
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     if args.model:
@@ -211,16 +264,17 @@ def demo(args) -> int:
     _timed("keygen", keygen, SimpleNamespace(
         model=str(model_path), spec=None, calibration=str(work / "calibration.npy"),
         packing=args.packing, mode="full", security=128, scale_bits=40, poly_degree=None,
-        out=str(keys)))
+        out=str(keys), force=True))  # the demo's own folder: a rerun makes fresh keys
     for packing in packings:
         query, result, out = (work / f"query-{packing}.he", work / f"result-{packing}.he",
                               work / f"logits-{packing}.npy")
         _timed(f"encrypt ({packing})", encrypt, SimpleNamespace(
             keys=str(keys), input=str(work / "inputs.npy"), packing=packing, out=str(query)))
         _timed(f"infer ({packing}, server side)", infer, SimpleNamespace(
-            model=str(model_path), keys=str(keys / "public"), input=str(query), out=str(result)))
+            model=str(model_path), keys=str(keys / "public"), input=str(query), out=str(result),
+            max_bytes=_MAX_BATCH_BYTES))
         _timed(f"decrypt ({packing})", decrypt, SimpleNamespace(
-            keys=str(keys), input=str(result), out=str(out)))
+            keys=str(keys), input=str(result), out=str(out), max_bytes=_MAX_BATCH_BYTES))
         logits = np.load(out)
         fidelity = compare(logits, plain, 1e-2)
         line = (f"{packing}: agreement with plaintext {fidelity['agreement']:.3f}, max error "
@@ -257,19 +311,51 @@ def _timed(name, step, args) -> None:
     print(f"  [{name}: {time.perf_counter() - started:.2f}s]")
 
 
-def _read(path, what: str) -> bytes:
+def _read(path, what: str, limit: int) -> bytes:
+    """The bytes of a file of at most `limit` bytes, refused by its size before reading it."""
     try:
-        return Path(path).read_bytes()
+        with open(path, "rb") as stream:
+            size = os.fstat(stream.fileno()).st_size
+            if size > limit:
+                raise CiphertextError(f"the {what} at {path} is {size} bytes, more than the "
+                                      f"{limit} a {what} can be; it was not read: pass the "
+                                      f"file written by 'secureml he'")
+            return stream.read()
     except OSError as err:
         raise CiphertextError(f"cannot read the {what} at {path}: {err.strerror}") from None
 
 
+def _read_spec(path) -> dict:
+    try:
+        spec = json.loads(_read(path, "spec", _MAX_SPEC_BYTES))
+    except ValueError as err:
+        raise DataError(f"{path} is not valid JSON ({err}); use the spec.json written by "
+                        f"'secureml he spec' or 'he keygen'") from None
+    return check_spec(spec, str(path))
+
+
+def _output(path, what: str) -> Path:
+    """`path` if the file can be written there: checked before any compute."""
+    out = Path(path)
+    folder = out.parent
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give the path of the {what} file to write")
+    if not folder.is_dir():
+        raise ConfigError(f"--out {out}: the folder {folder} does not exist; create it first")
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"--out {out}: the folder {folder} is not writable")
+    return out
+
+
 def _load_npy(path) -> np.ndarray:
     try:
-        return np.load(path, allow_pickle=False)
+        array = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:
         raise DataError(f"cannot read {path} as a .npy array ({err}); save inputs with "
                         f"numpy.save") from None
+    if not isinstance(array, np.ndarray):  # an .npz archive
+        raise DataError(f"{path} is an .npz archive, not one array; save inputs with numpy.save")
+    return array
 
 
 def _load_model(path):

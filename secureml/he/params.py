@@ -54,8 +54,31 @@ class CKKSParameters:
 
     @classmethod
     def from_dict(cls, d: dict) -> CKKSParameters:
-        return cls(int(d["poly_modulus_degree"]), tuple(int(b) for b in d["coeff_mod_bit_sizes"]),
-                   int(d["scale_bits"]), int(d["security_bits"]))
+        """Parameters from `describe()`, e.g. of a spec from the other party: refused when
+        malformed, or when the chain exceeds what the claimed security level allows."""
+        names = ("poly_modulus_degree", "scale_bits", "security_bits")
+        if not (isinstance(d, dict) and all(type(d.get(k)) is int for k in names)
+                and isinstance(d.get("coeff_mod_bit_sizes"), list)
+                and all(type(b) is int for b in d["coeff_mod_bit_sizes"])):
+            raise ConfigError("CKKS parameters need integer poly_modulus_degree, scale_bits, "
+                              "security_bits and a list of integer coeff_mod_bit_sizes; use a "
+                              "spec written by 'secureml he spec'")
+        params = cls(d["poly_modulus_degree"], tuple(d["coeff_mod_bit_sizes"]), d["scale_bits"],
+                     d["security_bits"])
+        table = MAX_COEFF_BITS.get(params.security, {})
+        if params.poly_degree not in table or len(params.coeff_bits) < 3 \
+                or not all(1 <= b <= MAX_PRIME_BITS for b in params.coeff_bits) \
+                or not 20 <= params.scale_bits < MAX_PRIME_BITS:
+            raise ConfigError(f"CKKS parameters N={params.poly_degree}, moduli "
+                              f"{list(params.coeff_bits)}, scale 2^{params.scale_bits} at "
+                              f"{params.security}-bit security are not valid; use a spec "
+                              f"written by 'secureml he spec'")
+        if params.total_bits > table[params.poly_degree]:
+            raise ConfigError(f"CKKS parameters claim {params.security}-bit security, but "
+                              f"{params.total_bits} modulus bits at N={params.poly_degree} "
+                              f"allow at most {table[params.poly_degree]} at that level: "
+                              f"keys for them would be weaker than claimed; regenerate the spec")
+        return params
 
 
 def choose_parameters(depth: int, final_bits: int, *, security: int = 128, scale_bits: int = 40,

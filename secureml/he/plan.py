@@ -187,7 +187,7 @@ def _random_inputs(model, count: int = 64):
 
 def client_features(spec: InputSpec, x, client_model=None) -> np.ndarray:
     """What the client encrypts for raw inputs `x`, as float64 of shape (N, features)."""
-    x = np.asarray(x)
+    x = _checked_inputs(x)
     if spec.kind == "image":
         if tuple(x.shape[1:]) != tuple(spec.shape):
             raise DataError(f"input shape {tuple(x.shape[1:])} does not match the model's "
@@ -198,8 +198,44 @@ def client_features(spec: InputSpec, x, client_model=None) -> np.ndarray:
     if client_model is None:
         raise UnsupportedError("split mode needs the client-side model part to compute "
                                "features")
+    _check_model_inputs(client_model, x)
     from ..evaluation import predict_logits  # batched predict, no Keras progress output
     return predict_logits(client_model, x).reshape(len(x), -1).astype(np.float64)
+
+
+def _checked_inputs(x) -> np.ndarray:
+    """A non-empty batch of finite real numbers: NaN or infinity would encrypt to garbage."""
+    x = np.asarray(x)
+    if x.ndim < 2 or x.size == 0:
+        raise DataError(f"the inputs hold no samples (shape {x.shape}); pass a batch of shape "
+                        f"(N, ...) with N >= 1")
+    if x.dtype == bool or not (np.issubdtype(x.dtype, np.integer)
+                               or np.issubdtype(x.dtype, np.floating)):
+        raise DataError(f"the inputs must be real numbers, got dtype {x.dtype}; save images "
+                        f"as float32 and token ids as integers")
+    bad = np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(axis=1))
+    if len(bad):
+        raise DataError(f"{len(bad)} input samples hold NaN or infinite values (first: sample "
+                        f"{bad[0]}); clean or drop them before encrypting")
+    return x
+
+
+def _check_model_inputs(model: tf.keras.Model, x: np.ndarray) -> None:
+    """Inputs of the client's model part (token ids for text_lstm): shape, type, vocabulary."""
+    shape = tuple(model.inputs[0].shape[1:])
+    if len(shape) != x.ndim - 1 or any(d not in (None, g) for d, g in zip(shape, x.shape[1:])):
+        raise DataError(f"input shape {tuple(x.shape[1:])} does not match the client model's "
+                        f"{shape}; pass inputs of that shape")
+    if not model.inputs[0].dtype.is_integer:
+        return
+    if not np.issubdtype(x.dtype, np.integer):
+        raise DataError(f"the client model takes integer token ids, got {x.dtype}; pass the "
+                        f"ids from the run's vectorizer")
+    embedding = next((layer for layer in model.layers
+                      if isinstance(layer, tf.keras.layers.Embedding)), None)
+    if embedding is not None and (x.min() < 0 or x.max() >= embedding.input_dim):
+        raise DataError(f"token ids must lie in [0, {embedding.input_dim}) (the model's "
+                        f"vocabulary); got [{x.min()}, {x.max()}]")
 
 
 def bag_of_words(ids: np.ndarray, vocab_size: int, mask_zero: bool) -> np.ndarray:

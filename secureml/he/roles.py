@@ -7,12 +7,15 @@
 
 What travels between them is an `EncryptedBatch`: a header naming the key pair (fingerprint),
 parameters, packing and shape, then SEAL ciphertexts, with a SHA-256 of the payload so a
-truncated or altered file is refused before SEAL reads it.
+truncated or altered file is refused before SEAL reads it. The reader checks the header
+against its own model or spec and the file's size before reading the ciphertexts.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +25,8 @@ import tensorflow as tf
 
 from ..errors import DataError, UnsupportedError
 from . import batched, single
-from .ckks import (Engine, ciphertext_bytes, ciphertext_from_bytes, fingerprint, load_context,
-                   make_context, public_bytes)
+from .ckks import (Engine, ciphertext_bytes, ciphertext_from_bytes, fingerprint,
+                   load_public_context, make_context, public_bytes)
 from .errors import CiphertextError, FidelityError
 from .fidelity import check_range
 from .params import CKKSParameters
@@ -46,6 +49,38 @@ def make_spec(plan: Plan, params: CKKSParameters) -> dict:
                       "mask_zero": plan.input.mask_zero, "split_layer": plan.input.split_layer},
             "im2col": conv, "num_outputs": plan.num_outputs, "depth": plan.depth,
             "output_bound": plan.output_bound, "parameters": params.describe()}
+
+
+def check_spec(spec, what: str = "the spec") -> dict:
+    """`spec` if it has the fields and types `make_spec` writes (and parameters that hold the
+    security they claim); a spec travels between the parties, so it is checked on arrival."""
+    bad = f"{what} is not a spec written by 'secureml he spec' or 'he keygen'"
+    if not isinstance(spec, dict) or spec.get("format") != _FORMAT:
+        raise DataError(f"{bad} (format {_FORMAT} expected)")
+    source, conv = spec.get("input"), spec.get("im2col")
+    checks = {
+        "input": isinstance(source, dict) and source.get("kind") in ("image", "bag", "features")
+        and _counts(source.get("shape")) and type(source.get("mask_zero")) is bool
+        and (source.get("split_layer") is None or isinstance(source["split_layer"], str)),
+        "im2col": conv is None or (
+            isinstance(conv, dict) and conv.get("padding") in ("valid", "same")
+            and all(_counts(conv.get(k)) for k in ("kernel_size", "strides", "input_shape",
+                                                   "output_shape"))),
+        "num_outputs": _positive(spec.get("num_outputs")),
+        "depth": _positive(spec.get("depth")),
+        "output_bound": type(spec.get("output_bound")) in (int, float)
+        and 0 < spec["output_bound"] < float("inf"),
+        "model": isinstance(spec.get("model"), str),
+    }
+    wrong = [name for name, ok in checks.items() if not ok]
+    if wrong:
+        raise DataError(f"{bad} (missing or invalid: {', '.join(wrong)})")
+    CKKSParameters.from_dict(spec.get("parameters"))
+    return spec
+
+
+def _counts(values) -> bool:
+    return isinstance(values, list) and bool(values) and all(_positive(v) for v in values)
 
 
 @dataclass
@@ -77,19 +112,62 @@ class EncryptedBatch:
                            "layout": self.layout, "sizes": sizes, "sha256": digest}).encode()
 
     @classmethod
-    def from_bytes(cls, data: bytes, engine: Engine, expected_fingerprint: str,
-                   what: str = "ciphertext file") -> EncryptedBatch:
-        header, payload = _split(data, what)
-        if header["fingerprint"] != expected_fingerprint:
-            raise CiphertextError(
-                f"{what} was made under another key pair (fingerprint "
-                f"{header['fingerprint'][:12]}, this context {expected_fingerprint[:12]}); "
-                f"encrypt with the keys whose public context the server holds")
-        cts, offset = [], 0
-        for i, size in enumerate(header["sizes"]):
-            cts.append(ciphertext_from_bytes(engine, payload[offset:offset + size],
-                                             f"{what}, ciphertext {i}"))
-            offset += size
+    def load(cls, source, engine: Engine, fingerprint: str, kind: str, count, *, what: str,
+             keys: str, max_bytes: int | None = None) -> EncryptedBatch:
+        """Read `source` (bytes, or the path of a file) as a batch of `kind` for `engine`.
+
+        Everything the header claims is checked before the ciphertexts are read: the file's
+        size against `max_bytes`, the key fingerprint against `fingerprint` (`keys` names
+        them in the message), the layout against the slot count, the number of ciphertexts
+        against `count(packing, samples, layout)` (what the reader's model or spec takes), each
+        ciphertext's size against what these parameters allow, and their sum against the
+        file's size. Then the checksum, then SEAL loads each ciphertext.
+        """
+        if isinstance(source, (bytes, bytearray)):
+            return cls._load(io.BytesIO(source), len(source), engine, fingerprint, kind, count,
+                             what, keys, max_bytes)
+        path = Path(source)
+        try:
+            with path.open("rb") as stream:
+                size = os.fstat(stream.fileno()).st_size
+                return cls._load(stream, size, engine, fingerprint, kind, count, what, keys,
+                                 max_bytes)
+        except OSError as err:
+            raise CiphertextError(f"cannot read {path}: {err.strerror}") from None
+
+    @classmethod
+    def _load(cls, stream, size: int, engine, fingerprint, kind, count, what, keys,
+              max_bytes) -> EncryptedBatch:
+        if max_bytes is not None and size > max_bytes:
+            raise CiphertextError(f"{what} is {size} bytes, more than the {max_bytes} allowed; "
+                                  f"it was not read (raise --max-bytes if it is genuine)")
+        header = _read_header(stream, size, what)
+        if header["kind"] != kind:
+            raise CiphertextError(_WRONG_KIND[kind])
+        if header["fingerprint"] != fingerprint:
+            raise CiphertextError(_other_keys(kind, what, header["fingerprint"], keys,
+                                              fingerprint))
+        _check_layout(header["packing"], header["samples"], header["layout"], engine.slots,
+                      what)
+        sizes = header["sizes"]
+        expected = count(header["packing"], header["samples"], header["layout"])
+        if len(sizes) != expected:
+            raise CiphertextError(_count_message(kind, what, len(sizes), expected,
+                                                 header["samples"]))
+        if max(sizes) > engine.max_ciphertext_bytes:
+            raise CiphertextError(f"{what} is corrupt: its header lists a ciphertext of "
+                                  f"{max(sizes)} bytes, more than these parameters allow "
+                                  f"({engine.max_ciphertext_bytes})")
+        start = stream.tell()
+        digest = hashlib.sha256()
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+        if digest.hexdigest() != header["sha256"]:
+            raise CiphertextError(f"{what} is corrupt or was tampered with: its ciphertexts do "
+                                  f"not match the checksum in its header")
+        stream.seek(start)
+        cts = [ciphertext_from_bytes(engine, stream.read(n), f"{what}, ciphertext {i}")
+               for i, n in enumerate(sizes)]
         return cls(header["kind"], header["packing"], header["fingerprint"], header["samples"],
                    cts, header["layout"])
 
@@ -99,32 +177,90 @@ class EncryptedBatch:
         return len(data)
 
 
-def _split(data: bytes, what: str) -> tuple[dict, bytes]:
-    if not data.startswith(_MAGIC):
+# A header lists one size per ciphertext: millions of ciphertexts fit in this.
+_MAX_HEADER = 16 << 20
+_WRONG_KIND = {"query": "this file is already a result; the server takes queries",
+               "result": "this file is an encrypted query, not a result; run 'secureml he "
+                         "infer' on it first"}
+
+
+def _read_header(stream, size: int, what: str) -> dict:
+    """The header of a batch file of `size` bytes, field by field, and nothing after it."""
+    prefix = stream.read(len(_MAGIC) + 8)
+    if not prefix.startswith(_MAGIC):
         raise CiphertextError(f"{what} is not a secureml ciphertext file (wrong magic bytes); "
                               f"use a file written by 'secureml he encrypt' or 'he infer'")
-    start = len(_MAGIC) + 8
+    corrupt = CiphertextError(f"{what} is truncated or corrupt (unreadable header); write it "
+                              f"again")
+    if len(prefix) < len(_MAGIC) + 8:
+        raise corrupt
+    (length,) = struct.unpack("<Q", prefix[len(_MAGIC):])
+    if length > min(_MAX_HEADER, size - len(prefix)):
+        raise corrupt
     try:
-        (length,) = struct.unpack("<Q", data[len(_MAGIC):start])
-        header = json.loads(data[start:start + length])
-        payload = data[start + length:]
-        sizes = [int(s) for s in header["sizes"]]
-        ok = header["format"] == _FORMAT and sum(sizes) == len(payload)
-    except (struct.error, ValueError, KeyError, TypeError):
-        ok = False
+        header = json.loads(stream.read(length))
+    except ValueError:
+        raise corrupt from None
+    fields = {"format": int, "kind": str, "packing": str, "fingerprint": str, "samples": int,
+              "layout": list, "sizes": list, "sha256": str}
+    if not (isinstance(header, dict)
+            and all(type(header.get(k)) is t for k, t in fields.items())
+            and header["format"] == _FORMAT and header["kind"] in _WRONG_KIND
+            and header["packing"] in PACKINGS
+            and all(_positive(v) for v in (header["samples"], *header["layout"],
+                                           *header["sizes"]))
+            and header["sizes"]):
+        raise corrupt
+    payload = size - len(prefix) - length
+    if sum(header["sizes"]) != payload:
+        raise CiphertextError(f"{what} is truncated or corrupt: its header lists "
+                              f"{sum(header['sizes'])} bytes of ciphertexts, the file holds "
+                              f"{payload}; write it again")
+    return header
+
+
+def _positive(value) -> bool:
+    return type(value) is int and value >= 1
+
+
+def _check_layout(packing: str, samples: int, layout: list, slots: int, what: str) -> None:
+    """Batched: chunks of at most `slots` samples adding up to `samples`; single: one entry
+    (ciphertexts per sample)."""
+    if packing == "single":
+        ok = len(layout) == 1
+    else:
+        ok = sum(layout) == samples and max(layout, default=0) <= slots
     if not ok:
-        raise CiphertextError(f"{what} is truncated or corrupt (unreadable header); "
-                              f"write it again")
-    if hashlib.sha256(payload).hexdigest() != header["sha256"]:
-        raise CiphertextError(f"{what} is corrupt or was tampered with: its ciphertexts do not "
-                              f"match the checksum in its header")
-    return header, payload
+        raise CiphertextError(f"{what} is corrupt: its header claims {samples} samples in a "
+                              f"{packing} layout of {len(layout)} entries that does not fit "
+                              f"{slots}-slot ciphertexts; write it again")
+
+
+def _count_message(kind: str, what: str, got: int, expected: int, samples: int) -> str:
+    if kind == "query":
+        return (f"{what} holds {got} ciphertexts for {samples} samples, but this model takes "
+                f"{expected}: it was encrypted for another model or input shape; encrypt with "
+                f"the spec of this model")
+    return (f"{what} holds {got} ciphertexts for {samples} samples, but a result of this spec "
+            f"has {expected}: it was computed for another model; decrypt with the keys made "
+            f"for that model's spec")
+
+
+def _other_keys(kind: str, what: str, theirs: str, keys: str, ours: str) -> str:
+    if kind == "query":
+        return (f"{what} was encrypted for another key pair (fingerprint {theirs[:12]}), "
+                f"{keys} has {ours[:12]}: give the server the public/ folder of the keys that "
+                f"encrypted it")
+    return (f"{what} was made for another key pair (fingerprint {theirs[:12]}), {keys} have "
+            f"{ours[:12]}: decrypt it with the keys that encrypted its query (if those were "
+            f"replaced since, it cannot be decrypted)")
 
 
 class HEClient:
     """Holds the secret key. `generate` makes a key pair for the server's spec."""
 
     def __init__(self, spec: dict, context, client_model: tf.keras.Model | None = None):
+        check_spec(spec)
         if not context.has_secret_key():
             raise CiphertextError("this context has no secret key: it is a server's public "
                                   "context, and cannot decrypt; use the client's key file")
@@ -185,11 +321,15 @@ class HEClient:
     def decrypt(self, result: EncryptedBatch) -> np.ndarray:
         """Logits of shape (samples, outputs); refuses values outside the calibrated range."""
         if result.kind != "result":
-            raise CiphertextError("this file is an encrypted query, not a result; run "
-                                  "'secureml he infer' on it first")
+            raise CiphertextError(_WRONG_KIND["result"])
         if result.fingerprint != self.fingerprint:
-            raise CiphertextError("this result was computed under another key pair; decrypt "
-                                  "it with the keys that encrypted the query")
+            raise CiphertextError(_other_keys("result", "this result", result.fingerprint,
+                                              "this client's keys", self.fingerprint))
+        expected = self._count(result.packing, result.samples, result.layout)
+        if len(result.ciphertexts) != expected:
+            raise CiphertextError(_count_message("result", "this result",
+                                                 len(result.ciphertexts), expected,
+                                                 result.samples))
         k = self.spec["num_outputs"]
         if result.packing == "single":
             logits = np.stack([self.engine.decrypt(ct, k) for ct in result.ciphertexts])
@@ -203,18 +343,27 @@ class HEClient:
         check_range(logits, self.spec["output_bound"])
         return logits
 
-    def load_result(self, data: bytes, what: str = "result file") -> EncryptedBatch:
-        return EncryptedBatch.from_bytes(data, self.engine, self.fingerprint, what)
+    def load_result(self, source, what: str = "result file", keys: str = "this client's keys",
+                    max_bytes: int | None = None) -> EncryptedBatch:
+        """A result from bytes or a file, checked before its ciphertexts are read (see
+        `EncryptedBatch.load`)."""
+        return EncryptedBatch.load(source, self.engine, self.fingerprint, "result", self._count,
+                                   what=what, keys=keys, max_bytes=max_bytes)
+
+    def _count(self, packing: str, samples: int, layout: list) -> int:
+        """Ciphertexts in a result: one per sample (single), one per output and chunk."""
+        return samples if packing == "single" else self.spec["num_outputs"] * len(layout)
 
 
 class HEServer:
-    """Evaluates the plan on ciphertexts with a public context; has no secret key."""
+    """Evaluates the plan on ciphertexts with a public context; cannot decrypt.
+
+    Handed a serialized context with the secret key, it keeps a context rebuilt without it
+    (see `load_public_context`): no secret key or Decryptor is reachable from the server.
+    """
 
     def __init__(self, plan: Plan, params: CKKSParameters, public_context: bytes):
-        context = load_context(public_context, "the server's context")
-        if context.has_secret_key():
-            # The server must not be able to decrypt: keep only the public part.
-            context.make_context_public()
+        context = load_public_context(public_context, "the server's context")
         self.context = context
         self.plan = plan
         self.params = params
@@ -226,9 +375,21 @@ class HEServer:
                                   f"plan needs {params.poly_degree}; generate keys for this "
                                   f"model's spec")
         self._single = None
+        self._single_inputs = single.input_count(plan, self.engine.slots)
 
-    def load_query(self, data: bytes, what: str = "query file") -> EncryptedBatch:
-        return EncryptedBatch.from_bytes(data, self.engine, self.fingerprint, what)
+    def load_query(self, source, what: str = "query file",
+                   keys: str = "the server's public context",
+                   max_bytes: int | None = None) -> EncryptedBatch:
+        """A query from bytes or a file, checked against this model before its ciphertexts
+        are read (see `EncryptedBatch.load`)."""
+        return EncryptedBatch.load(source, self.engine, self.fingerprint, "query", self._count,
+                                   what=what, keys=keys, max_bytes=max_bytes)
+
+    def _count(self, packing: str, samples: int, layout: list) -> int:
+        """Ciphertexts this model takes: known to the server, never trusted from a header."""
+        if packing == "single":
+            return samples * self._single_inputs
+        return self.plan.input.size * len(layout)
 
     def infer(self, query: EncryptedBatch, progress: bool = False) -> EncryptedBatch:
         """The encrypted logits of an encrypted query (same packing)."""
@@ -243,19 +404,20 @@ class HEServer:
 
     def _infer(self, query: EncryptedBatch, progress: bool) -> EncryptedBatch:
         if query.kind != "query":
-            raise CiphertextError("this file is already a result; the server takes queries")
+            raise CiphertextError(_WRONG_KIND["query"])
+        expected = self._count(query.packing, query.samples, query.layout)
+        if len(query.ciphertexts) != expected:
+            raise CiphertextError(_count_message("query", "the query", len(query.ciphertexts),
+                                                 expected, query.samples))
         if query.packing == "single":
             if self._single is None:
                 self._single = single.Program(self.plan, self.engine)
-            per = self._single.inputs  # known to the server: never trust the header for it
-            self._check_count(len(query.ciphertexts), query.samples * self._single.inputs,
-                              query.samples)
+            per = self._single_inputs
             outputs = []
             for i in range(query.samples):
                 outputs += self._single.evaluate(query.ciphertexts[i * per:(i + 1) * per])
         else:
             n = self.plan.input.size
-            self._check_count(len(query.ciphertexts), n * len(query.layout), query.samples)
             outputs, offset = [], 0
             for _ in query.layout:
                 outputs += batched.evaluate(self.engine, self.plan,
@@ -263,10 +425,3 @@ class HEServer:
                 offset += n
         return EncryptedBatch("result", query.packing, self.fingerprint, query.samples,
                               outputs, query.layout)
-
-    def _check_count(self, got: int, expected: int, samples: int) -> None:
-        if got != expected:
-            raise CiphertextError(
-                f"the query holds {got} ciphertexts for {samples} samples, but this model "
-                f"takes {expected}: it was encrypted for another model or input shape; "
-                f"encrypt with the spec of this model")

@@ -107,6 +107,20 @@ def input_blocks(size: int, slots: int) -> list[Block]:
     return blocks
 
 
+def input_layout(plan: Plan, slots: int) -> tuple[dict | None, list[Block] | None]:
+    """(the im2col geometry of a first convolution, else None; else the flat input's blocks)."""
+    first = plan.ops[0]
+    conv = first.conv if isinstance(first, Affine) else None
+    geometry = im2col_geometry(conv, slots) if conv else None
+    return geometry, None if geometry else input_blocks(plan.input.size, slots)
+
+
+def input_count(plan: Plan, slots: int) -> int:
+    """Ciphertexts per sample in a single-packing query of `plan`."""
+    geometry, blocks = input_layout(plan, slots)
+    return geometry["blocks"] if geometry else len(blocks)
+
+
 # ---- the server's program ----
 
 class Program:
@@ -115,11 +129,7 @@ class Program:
     def __init__(self, plan: Plan, engine: Engine):
         self.engine = engine
         slots = engine.slots
-        first = plan.ops[0]
-        conv = first.conv if isinstance(first, Affine) else None
-        self.geometry = im2col_geometry(conv, slots) if conv else None
-        blocks = None if self.geometry else input_blocks(plan.input.size, slots)
-        self.inputs = self.geometry["blocks"] if self.geometry else len(blocks)
+        self.geometry, blocks = input_layout(plan, slots)
         self.steps = []
         for op in plan.ops:
             if not isinstance(op, Affine):
