@@ -127,7 +127,12 @@ def plan_vocabulary(config: Config | None, data_size: int) -> VocabularyPlan:
                           "epsilon_budget, or vocabulary.source: public")
     else:
         share = settings.epsilon_share or DEFAULT_EPSILON_SHARE
-        noise = calibrate_gaussian(share * budget, accountant_delta, config.accountant)
+        try:
+            noise = calibrate_gaussian(share * budget, accountant_delta, config.accountant)
+        except ConfigError as err:
+            raise ConfigError(f"dp_sgd.vocabulary: epsilon_share {share:g} of the budget "
+                              f"{budget:g}: {err}; choose another share or set "
+                              f"vocabulary.noise_multiplier") from None
     epsilon = compute_epsilon(0.0, 0.0, 0, accountant_delta, config.accountant, noise)
     if budget is not None and epsilon >= budget:
         raise ConfigError(f"dp_sgd.vocabulary: noise_multiplier {noise:g} alone spends epsilon "
