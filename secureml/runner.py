@@ -6,10 +6,11 @@ runs/<name>-<time>/
   data.json             data summary (sizes, source, classes) and the data audit
   <variant>/
     model/model.keras   the trained logits model
-    vectorizer/         text only: the vocabulary fitted on the training split
+    vectorizer/         text only: the vocabulary this variant used (dp_sgd.vocabulary)
     history.json        per-epoch values (loss, accuracy, validation, epsilon, ...)
-    metrics.json        sections: test, train, cost, training, data, environment, and one per
-                        defence or evaluation (privacy, robustness, membership, he)
+    metrics.json        sections: test, train, cost, training, data, environment, vocabulary
+                        (text), and one per defence or evaluation (privacy, robustness,
+                        membership, he)
 ```
 Every stage writes what it measured into the folder and reads only what came before, so reports
 and benchmarks can be rebuilt from the folder alone. See docs/metrics.md for every field.
@@ -27,7 +28,9 @@ import yaml
 
 from . import registry, schema
 from .config import ExperimentConfig, VariantConfig, load_config
-from .data import Dataset, TextVectorizer, load_dataset
+from .data import Dataset, DataConfig, TextVectorizer, load_dataset
+from .defences.dp_sgd.vocabulary import Vocabulary, VocabularyPlan, build_vocabulary, \
+    plan_vocabulary
 from .errors import ConfigError
 from .evaluation import classification_metrics
 from .models import build_model, model_spec
@@ -50,6 +53,7 @@ class PreparedInputs:
     x_test: np.ndarray
     y_test: np.ndarray
     vectorizer: TextVectorizer | None = None
+    vocabulary: Vocabulary | None = None  # text: where the vectorizer's tokens came from
 
     @property
     def input_shape(self) -> tuple:
@@ -60,15 +64,37 @@ class PreparedInputs:
         return len(self.vectorizer.vocabulary) if self.vectorizer else None
 
 
-def prepare_inputs(data: Dataset, vocab_size: int, sequence_length: int) -> PreparedInputs:
-    """Vectorize texts with a vocabulary fitted on the training split only (no test leakage)."""
+def prepare_inputs(data: Dataset, vocab_size: int, sequence_length: int,
+                   vocabulary: VocabularyPlan | None = None) -> PreparedInputs:
+    """Vectorize texts with the vocabulary `vocabulary` plans (default: fitted on the training
+    split only, no test leakage)."""
     if data.kind != "text":
         return PreparedInputs(data.x_train, data.y_train, data.x_val, data.y_val,
                               data.x_test, data.y_test)
-    vectorizer = TextVectorizer(vocab_size=vocab_size, sequence_length=sequence_length)
-    vectorizer.fit(data.x_train)
+    vectorizer, built = build_vocabulary(vocabulary or VocabularyPlan(), data.x_train,
+                                         vocab_size, sequence_length)
     return PreparedInputs(vectorizer(data.x_train), data.y_train, vectorizer(data.x_val),
-                          data.y_val, vectorizer(data.x_test), data.y_test, vectorizer)
+                          data.y_val, vectorizer(data.x_test), data.y_test, vectorizer, built)
+
+
+class VariantInputs:
+    """Each variant's inputs: texts get the vocabulary of the variant's `dp_sgd.vocabulary`
+    (DP by default) or, without DP-SGD, the one fitted on the training texts. Every plan is
+    made up front, so a bad setting fails before any training; variants whose vocabularies are
+    planned alike share one build (one release of the vocabulary)."""
+
+    def __init__(self, data: Dataset, config: DataConfig, variants: list[VariantConfig]):
+        self.data, self.config = data, config
+        self._plans = {v.name: plan_vocabulary(v.defences.get("dp_sgd"), len(data.y_train))
+                       if data.kind == "text" else None for v in variants}
+        self._built: dict[VocabularyPlan | None, PreparedInputs] = {}
+
+    def __call__(self, variant: VariantConfig) -> PreparedInputs:
+        plan = self._plans[variant.name]
+        if plan not in self._built:
+            self._built[plan] = prepare_inputs(self.data, self.config.vocab_size,
+                                               self.config.sequence_length, plan)
+        return self._built[plan]
 
 
 @dataclass
@@ -103,7 +129,8 @@ class VariantContext:
         Shadow models for membership inference must be trained the way the target was.
         """
         return _train_variant(self.experiment, self.variant, self.data.kind, self.build_model,
-                              x, y, None, self.strategy, seed, progress, epochs=epochs)
+                              x, y, None, self.strategy, seed, progress, epochs=epochs,
+                              vocabulary=self.inputs.vocabulary)
 
 
 @dataclass
@@ -125,7 +152,7 @@ def run_experiment(config: ExperimentConfig | str | Path, *, out_dir: str | Path
     _log(progress, f"run folder: {run_dir}")
 
     data = load_dataset(config.data, seed=config.seed, progress=progress)
-    inputs = prepare_inputs(data, config.data.vocab_size, config.data.sequence_length)
+    inputs = VariantInputs(data, config.data, selected)
     data_record = {"summary": data.summary(), "audit": _data_audit(config, data, progress)}
     _write_json(run_dir / "data.json", data_record)
     _log(progress, f"data: {data.name} ({data.kind}), {data.num_classes} classes, "
@@ -139,8 +166,9 @@ def run_experiment(config: ExperimentConfig | str | Path, *, out_dir: str | Path
     for variant in order:
         base_cost = result.metrics[baseline.name]["cost"] if baseline and variant is not baseline \
             else None
-        result.metrics[variant.name] = _run_variant(config, variant, data, inputs, run_dir,
-                                                    strategy, progress, baseline, base_cost)
+        result.metrics[variant.name] = _run_variant(config, variant, data, inputs(variant),
+                                                    run_dir, strategy, progress, baseline,
+                                                    base_cost)
     result.metrics = {v.name: result.metrics[v.name] for v in selected}
     if config.audit.report:
         _write_report(run_dir, progress)
@@ -167,7 +195,7 @@ def _run_variant(config: ExperimentConfig, variant: VariantConfig, data: Dataset
                    + (f" with {', '.join(variant.defences)}" if variant.defences else ""))
     trained = _train_variant(config, variant, data.kind, builder, inputs.x_train, inputs.y_train,
                              (inputs.x_val, inputs.y_val), strategy, config.seed, progress,
-                             label=f"[{variant.name}] ")
+                             label=f"[{variant.name}] ", vocabulary=inputs.vocabulary)
     metrics = {
         "schema_version": METRICS_SCHEMA_VERSION,
         "run": config.name,
@@ -183,6 +211,7 @@ def _run_variant(config: ExperimentConfig, variant: VariantConfig, data: Dataset
         "data": data.summary() | {"vocab_size": inputs.vocab_size,
                                   "sequence_length": inputs.x_train.shape[1]
                                   if data.kind == "text" else None},
+        **({"vocabulary": inputs.vocabulary.describe()} if inputs.vocabulary else {}),
         "environment": {"seed": config.seed, "libraries": library_versions(),
                         "device": trained.cost["device"]},
         **trained.sections,
@@ -208,7 +237,7 @@ def _run_variant(config: ExperimentConfig, variant: VariantConfig, data: Dataset
 
 def _train_variant(config: ExperimentConfig, variant: VariantConfig, data_kind: str, builder, x,
                    y, validation, strategy, seed: int, progress: bool, label: str = "",
-                   epochs: int | None = None):
+                   epochs: int | None = None, vocabulary: Vocabulary | None = None):
     tf.keras.utils.set_random_seed(seed)
     defences = [registry.defence_module(name).make(cfg, data_kind)
                 for name, cfg in variant.defences.items()]
@@ -217,7 +246,7 @@ def _train_variant(config: ExperimentConfig, variant: VariantConfig, data_kind: 
         training = dataclasses.replace(training, epochs=epochs)
     return train(builder, x, y, config=training, defences=defences, validation_data=validation,
                  strategy=strategy, seed=seed, progress=progress, label=label,
-                 jit_compile=config.runtime.xla)
+                 jit_compile=config.runtime.xla, vocabulary=vocabulary)
 
 
 def _training_record(variant: VariantConfig) -> dict:

@@ -154,3 +154,28 @@ def read_text_folder(located: Located, config, progress: bool) -> Decoded:
             return texts, labels
 
         return _read_parts(located, read_files)
+
+
+def read_corpus(path: str | Path) -> list[str]:
+    """The documents of a text corpus: a file (.txt, optionally .gz) holds one a line, a folder
+    one per .txt file under it (sorted by path). Bytes that are not UTF-8 are replaced."""
+    path = Path(path)
+    one_file = not path.is_dir()
+    files = [path] if one_file else sorted(path.rglob("*.txt"))
+    documents = []
+    for file in files:
+        try:
+            opener = gzip.open if file.name.lower().endswith(".gz") else open
+            with opener(file, "rt", encoding="utf-8-sig", errors="replace") as f:
+                text = f.read()
+        except (OSError, EOFError) as err:
+            raise DataError(f"{file}: cannot read the corpus ({err}); give a .txt file (a "
+                            f"document a line) or a folder of .txt files") from None
+        if one_file:
+            documents.extend(line for line in text.splitlines() if line.strip())
+        elif text.strip():
+            documents.append(text)
+    if not documents:
+        raise DataError(f"{path}: the corpus holds no text"
+                        + ("" if one_file else " (no .txt files with text under it)"))
+    return documents

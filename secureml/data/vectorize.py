@@ -1,9 +1,11 @@
-"""Texts to fixed-length token ids, with a vocabulary fitted on the training split only.
+"""Texts to fixed-length token ids, with a vocabulary fitted on the training split only or
+given (`TextVectorizer.from_vocabulary`, `read_vocabulary`).
 
 Wraps Keras `TextVectorization` so tokenizing runs as TensorFlow graph ops. Standardization
 lowercases (Unicode-aware), replaces HTML tags such as `<br />` with a space and deletes
-punctuation and symbols. Id 0 is padding and id 1 stands for words outside the vocabulary.
-TensorFlow is imported only when a vectorizer is fitted, loaded or called.
+punctuation and symbols; `tokenize` splits texts exactly as the vectorizer does. Id 0 is padding
+and id 1 stands for words outside the vocabulary. TensorFlow is imported only when a vectorizer
+is fitted, loaded or called.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ _CONFIG_FILE = "vectorizer.json"
 # which would silently map words to different ids.
 _STANDARDIZE = "lower+strip_html+strip_punctuation/v1"
 _BATCH = 8192
+_RESERVED = ("", "[UNK]")  # padding and out-of-vocabulary, ids 0 and 1
 
 
 def _standardize(texts):
@@ -29,6 +32,17 @@ def _standardize(texts):
     texts = tf.strings.lower(texts, encoding="utf-8")
     texts = tf.strings.regex_replace(texts, r"<[^>]*>", " ")
     return tf.strings.regex_replace(texts, r"[\p{P}\p{S}]", "")
+
+
+def tokenize(texts):
+    """Each text's tokens in order, standardized and split as the vectorizer does (one list of
+    strings per text, yielded batch by batch)."""
+    import tensorflow as tf
+
+    texts = _as_strings(texts)
+    for i in range(0, len(texts), _BATCH):
+        for tokens in tf.strings.split(_standardize(texts[i:i + _BATCH])).to_list():
+            yield [token.decode("utf-8") for token in tokens]
 
 
 class TextVectorizer:
@@ -65,6 +79,21 @@ class TextVectorizer:
                             "(lowercasing, removing HTML and punctuation); check the text column")
         self._layer = layer
         return self
+
+    @classmethod
+    def from_vocabulary(cls, tokens: list[str], sequence_length: int = 100) -> TextVectorizer:
+        """A vectorizer with exactly `tokens` (ids 2, 3, ... in this order), fitted on nothing.
+
+        Tokens must be distinct and standardized (`tokenize` of each gives back the token)."""
+        tokens = list(tokens)
+        if not tokens:
+            raise DataError("a vocabulary needs at least one token")
+        if len(set(tokens)) != len(tokens) or any(t in _RESERVED for t in tokens):
+            raise DataError("vocabulary tokens must be distinct and must not be '' or '[UNK]' "
+                            "(ids 0 and 1 are reserved for them)")
+        vectorizer = cls(len(tokens) + len(_RESERVED), sequence_length)
+        vectorizer._layer = vectorizer._make_layer(tokens)
+        return vectorizer
 
     def __call__(self, texts) -> np.ndarray:
         layer = self._fitted()
@@ -121,6 +150,45 @@ class TextVectorizer:
             raise RuntimeError("TextVectorizer is not fitted: call fit(train_texts) or "
                                "TextVectorizer.load(directory) first")
         return self._layer
+
+
+def read_vocabulary(path: str | Path, max_tokens: int) -> list[str]:
+    """The first `max_tokens` distinct tokens of a vocabulary file, standardized as texts are.
+
+    `path`: a JSON list of strings (vocabulary.json as `TextVectorizer.save` writes it), a
+    folder holding one, or a text file with one token a line. Entries that standardize to
+    nothing ('' and '[UNK]' among them) are skipped; one that becomes several words is an error.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / _VOCABULARY_FILE
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot read the vocabulary file ({err}); give a file with one "
+                        f"token a line, or a {_VOCABULARY_FILE} written by TextVectorizer.save") \
+            from None
+    if path.suffix.lower() == ".json":
+        try:
+            entries = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}: not valid JSON ({err}); expected a list of tokens") \
+                from None
+        if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+            raise DataError(f"{path}: expected a JSON list of tokens (strings)")
+    else:
+        entries = text.splitlines()
+    entries = [e for e in entries if e not in _RESERVED]
+    tokens = {}
+    for entry, words in zip(entries, tokenize(entries) if entries else []):
+        if len(words) > 1:
+            raise DataError(f"{path}: entry {entry!r} is {len(words)} words after "
+                            f"standardization ({' '.join(words)!r}); give one token a line")
+        if words:
+            tokens.setdefault(words[0], None)
+    if not tokens:
+        raise DataError(f"{path}: the vocabulary file has no tokens")
+    return list(tokens)[:max_tokens]
 
 
 def _as_strings(texts) -> np.ndarray:

@@ -91,6 +91,9 @@ class TrainingSetup:
     drop_remainder: bool = False
     make_optimizer: Callable[[TrainingConfig], Any] = make_optimizer
     callbacks: list = field(default_factory=list)
+    # Text: where the token ids' vocabulary came from (a dp_sgd.vocabulary.Vocabulary), for a
+    # defence whose guarantee depends on it. None: unknown.
+    vocabulary: Any = None
 
     def describe(self) -> dict:
         return {"objective": self.objective.describe(), "engine": self.engine.describe(),
@@ -122,13 +125,14 @@ def train(model: tf.keras.Model | Callable[[], tf.keras.Model], x: np.ndarray, y
           config: TrainingConfig | dict | None = None, defences: Sequence[Defence] = (),
           validation_data: tuple | None = None, strategy: tf.distribute.Strategy | None = None,
           seed: int = 0, progress: bool = True, label: str = "",
-          jit_compile: bool = False) -> TrainResult:
+          jit_compile: bool = False, vocabulary=None) -> TrainResult:
     """Train `model` (a logits model, or a function that builds one) on (x, y).
 
     Pass a builder function when using a multi-device strategy: variables must be created in
     the strategy's scope. Returns the trained model with its per-epoch history, its cost (time,
     examples per second, step time, peak memory, device) and the sections each defence measured.
-    `jit_compile` compiles the training step with XLA.
+    `jit_compile` compiles the training step with XLA. `vocabulary` (text) tells the defences
+    how the token ids' vocabulary was built (`TrainingSetup.vocabulary`).
     """
     config = schema.build(TrainingConfig, config, "training")
     x, y = _check_arrays(x, y, "training data")
@@ -136,7 +140,7 @@ def train(model: tf.keras.Model | Callable[[], tf.keras.Model], x: np.ndarray, y
     with strategy.scope():
         base = model() if callable(model) and not isinstance(model, tf.keras.Model) else model
         setup = TrainingSetup(model=base, config=config, num_examples=len(y), strategy=strategy,
-                              seed=seed)
+                              seed=seed, vocabulary=vocabulary)
         for defence in defences:
             defence.apply(setup)
         trainable = HardenedModel(setup.model, setup.objective, setup.engine)

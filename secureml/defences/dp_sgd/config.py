@@ -2,10 +2,73 @@
 `training`; this section holds what DP-SGD adds."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Literal
 
 from ...errors import ConfigError
+
+# Defaults of the DP vocabulary (docs/dp-sgd.md, "The text vocabulary"). A third of the budget
+# costs training little noise (a few percent more at the same target: the Gaussians compose
+# far below additively), while the vocabulary's threshold falls with its noise. 64 distinct
+# tokens cover most of what a reference text model reads of a review (its first 100 tokens);
+# a larger cap adds noise to every count.
+DEFAULT_EPSILON_SHARE = 0.3
+DEFAULT_TOKENS_PER_DOCUMENT = 64
+
+
+@dataclass
+class VocabularyConfig:
+    """`dp_sgd.vocabulary`: where a text model's vocabulary comes from (text data only).
+
+    dp: chosen from the training texts by noisy document counts over a threshold, its cost in
+    the guarantee. public: a vocabulary file or a corpus the user declares public, free.
+    private: fitted on the training texts outside the accounting (the guarantee does not hold).
+    """
+
+    source: Literal["dp", "public", "private"] = "dp"
+    # dp: the counts' noise as a multiple of their L2 sensitivity sqrt(max_tokens_per_document),
+    # or the share of the budget (target_epsilon or epsilon_budget) that the vocabulary spends
+    # on its own; at most one (default: epsilon_share 0.3).
+    noise_multiplier: float | None = None
+    epsilon_share: float | None = None
+    # dp: each document counts each distinct token once and at most this many distinct tokens
+    # (its first ones).
+    max_tokens_per_document: int = DEFAULT_TOKENS_PER_DOCUMENT
+    # public, exactly one: tokens one a line, a JSON list (vocabulary.json as TextVectorizer
+    # saves it) or a saved vectorizer folder; or a text corpus (.txt file, a document a line,
+    # or a folder of .txt files, a document each) to fit the vocabulary on.
+    vocabulary_file: str | None = None
+    corpus: str | None = None
+
+    def validate(self):
+        if self.noise_multiplier is not None and not 0 < self.noise_multiplier < math.inf:
+            raise ConfigError(f"noise_multiplier must be a positive number, got "
+                              f"{self.noise_multiplier}")
+        if self.epsilon_share is not None and not 0 < self.epsilon_share < 1:
+            raise ConfigError(f"epsilon_share must be between 0 and 1 (a share of the "
+                              f"budget), got {self.epsilon_share}")
+        if self.max_tokens_per_document < 1:
+            raise ConfigError(f"max_tokens_per_document must be at least 1, got "
+                              f"{self.max_tokens_per_document}")
+        public = [key for key in ("vocabulary_file", "corpus") if getattr(self, key) is not None]
+        dp = [key for key in ("noise_multiplier", "epsilon_share")
+              if getattr(self, key) is not None]
+        if self.source == "dp":
+            if len(dp) > 1:
+                raise ConfigError("set at most one of noise_multiplier (the counts' noise) and "
+                                  "epsilon_share (the vocabulary's share of the budget)")
+            if public:
+                raise ConfigError(f"{public[0]} goes with source: public; remove it or set "
+                                  f"source: public")
+        elif dp:
+            raise ConfigError(f"{dp[0]} goes with source: dp; remove it")
+        if self.source == "public" and len(public) != 1:
+            raise ConfigError("source: public needs exactly one of vocabulary_file (a token a "
+                              "line, or vocabulary.json) and corpus (public texts to fit it "
+                              "on)")
+        if self.source == "private" and public:
+            raise ConfigError(f"{public[0]} goes with source: public; remove it")
 
 
 @dataclass
@@ -27,6 +90,8 @@ class Config:
     stop_at_budget: bool = True
     # The budget when noise_multiplier is given (with target_epsilon, the target is the budget).
     epsilon_budget: float | None = None
+    # Text data: the vocabulary's source and, when it is DP, its noise.
+    vocabulary: VocabularyConfig = field(default_factory=VocabularyConfig)
 
     def validate(self):
         if (self.target_epsilon is None) == (self.noise_multiplier is None):

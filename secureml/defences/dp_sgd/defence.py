@@ -2,8 +2,10 @@
 
 `apply` checks the model, resolves delta and the noise (calibrated to `target_epsilon` over the
 planned steps, or given), installs the batching (Poisson by default), the clipping engine and
-its optimizer, and the accounting callback. `report` (the `privacy` section of metrics.json)
-states the epsilon actually spent and whether the guarantee holds as stated.
+its optimizer, and the accounting callback. A text run's vocabulary (`setup.vocabulary`, see
+secureml.defences.dp_sgd.vocabulary) is part of the guarantee: a DP vocabulary's cost is
+composed with training's, a private one voids it. `report` (the `privacy` section of
+metrics.json) states the epsilon actually spent and whether the guarantee holds as stated.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from .callback import PrivacyAccounting
 from .config import Config
 from .engines import EngineChoice
 from .sampling import PoissonBatches
+from .vocabulary import PRIVATE_REASON
 
 # Layers whose output for one example depends on the other examples of the batch.
 EXAMPLE_MIXING_LAYERS = (tf.keras.layers.BatchNormalization,)
@@ -46,6 +49,7 @@ class DPSGD:
         self.engine = None
         self.accounting = None
         self.replicas = 1
+        self.vocabulary = None
 
     def apply(self, setup) -> None:
         config, training = self.config, setup.config
@@ -54,11 +58,16 @@ class DPSGD:
         if self.replicas > 1 or config.num_microbatches is not None:
             # Replicas each take an equal share of a full batch; microbatches split it evenly.
             setup.drop_remainder = True
+        self.vocabulary = setup.vocabulary if self.data_kind == "text" else None
+        dp_vocabulary = self.vocabulary.plan if self.vocabulary is not None \
+            and self.vocabulary.plan.source == "dp" else None
         self.plan = make_plan(
             data_size=setup.num_examples, batch_size=training.batch_size, epochs=training.epochs,
             target_epsilon=config.target_epsilon, noise_multiplier=config.noise_multiplier,
             delta=config.delta, accountant=config.accountant, sampling=config.sampling,
-            drop_remainder=setup.drop_remainder)
+            drop_remainder=setup.drop_remainder,
+            vocabulary_noise=dp_vocabulary.noise_multiplier if dp_vocabulary else 0.0,
+            threshold_delta=dp_vocabulary.threshold_delta if dp_vocabulary else 0.0)
         self._check_microbatches(training.batch_size)
         self._check_budget()
         poisson = config.sampling == "poisson"
@@ -100,9 +109,12 @@ class DPSGD:
         plan, config, accounting = self.plan, self.config, self.accounting
         epsilon = plan.epsilon(accounting.steps)
         holds, notes = self._guarantee_notes()
+        vocabulary = self.vocabulary.describe() if self.vocabulary is not None else None
+        covered = "the vocabulary and the trained weights" \
+            if vocabulary and vocabulary["source"] == "dp" else "the trained weights"
         return {
             "epsilon": epsilon,
-            "delta": plan.delta,
+            "delta": plan.total_delta,
             "accountant": plan.accountant,
             # RDP is cheap to evaluate; next to a PLD epsilon it shows how much PLD gains.
             "epsilon_rdp": plan.epsilon(accounting.steps, "rdp"),
@@ -124,10 +136,11 @@ class DPSGD:
             "num_microbatches": config.num_microbatches,
             "replicas": self.replicas,
             "noise_multiplier_per_replica": plan.noise_multiplier / math.sqrt(self.replicas),
+            "vocabulary": vocabulary,
             "guarantee_holds": holds,
-            "guarantee": (f"({epsilon:.3g}, {plan.delta:.2g})-differential privacy of the "
-                          f"trained weights with respect to adding or removing any one "
-                          f"training example"),
+            "guarantee": (f"({epsilon:.3g}, {plan.total_delta:.2g})-differential privacy of "
+                          f"{covered} with respect to adding or removing any one training "
+                          f"example"),
             "notes": notes,
         }
 
@@ -149,10 +162,28 @@ class DPSGD:
             notes.append(f"{self.replicas} replicas each add noise with multiplier "
                          f"{plan.noise_multiplier / math.sqrt(self.replicas):.4g}; their sum "
                          "has the standard deviation the accountant assumes")
-        if self.data_kind == "text":
-            notes.append("the text vocabulary was fitted on the training texts without "
-                         "differential privacy; the guarantee covers the weights given that "
-                         "vocabulary, not the vocabulary itself")
+        source = self.vocabulary.plan.source if self.vocabulary is not None else None
+        if source == "private":
+            holds = False
+            notes.append(f"NOT AS STATED: {PRIVATE_REASON}; its tokens (rare words of single "
+                         "texts among them) are saved next to the model with no guarantee. Use "
+                         "dp_sgd.vocabulary.source: dp (the default) or public")
+        elif source == "dp":
+            vocabulary = self.vocabulary.plan
+            notes.append(f"the vocabulary was released with differential privacy: document "
+                         f"counts (each text counts a token once, at most "
+                         f"{vocabulary.max_tokens_per_document} tokens) with Gaussian noise of "
+                         f"std {vocabulary.noise_std:.3g}, tokens over the threshold "
+                         f"{vocabulary.threshold:.1f}; its epsilon is composed into epsilon and "
+                         f"its threshold's {vocabulary.threshold_delta:.2g} is part of delta")
+        elif source == "public":
+            notes.append("the vocabulary comes from data declared public (dp_sgd.vocabulary); "
+                         "it costs no privacy only if none of the training texts went into it")
+        elif self.data_kind == "text":
+            notes.append("the text vocabulary was not built by secureml, so its privacy is not "
+                         "accounted: the guarantee covers the weights given that vocabulary, "
+                         "not the vocabulary itself (fitted on the training texts it holds "
+                         "their words)")
         notes.append("covers the model weights only: training loss and accuracy (history.json, "
                      "the train section) are computed on the training data without noise")
         notes.append("sampling and noise are pseudo-random from the run's seed; anyone who "
