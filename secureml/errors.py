@@ -19,3 +19,7 @@ class DataError(SecureMLError, ValueError):
 
 class UnsupportedError(SecureMLError):
     """A model, layer or setting that a capability does not support."""
+
+
+class UnsafeModelError(DataError):
+    """A model file refused because loading it could run code, or it is not the file named."""
