@@ -23,3 +23,7 @@ class UnsupportedError(SecureMLError):
 
 class KeyFileError(SecureMLError):
     """A secret key file would be overwritten, or cannot be created safely."""
+
+
+class UnsafeModelError(DataError):
+    """A model file refused because loading it could run code, or it is not the file named."""

@@ -107,18 +107,17 @@ def _load_data(config, run_dir: Path, record: dict, progress: bool):
 
 def _audit_variant(config, variant, data, run_dir: Path, overrides: dict,
                    progress: bool) -> None:
-    import tensorflow as tf
-
     from .. import schema
     from ..data import TextVectorizer
     from ..runner import PreparedInputs, VariantContext
+    from ..security.loading import load_model
     from ..training import configure_runtime, make_strategy
     from . import membership
 
     directory = run_dir / variant.name
     model_path = directory / "model" / "model.keras"
     metrics = _read_json(directory / "metrics.json")
-    if not model_path.is_file() or not isinstance(metrics, dict):
+    if not model_path.exists() or not isinstance(metrics, dict):
         _log(True, f"variant '{variant.name}': no saved model or metrics.json "
                    f"(output.save_model off, or the run was interrupted); skipped")
         return
@@ -126,7 +125,7 @@ def _audit_variant(config, variant, data, run_dir: Path, overrides: dict,
     settings = {**(schema.to_dict(base) if base is not None else {}), **overrides}
     member_config = schema.build(membership.Config, settings, "membership")
     configure_runtime(config.runtime)
-    model = tf.keras.models.load_model(model_path, compile=False)
+    model = load_model(model_path, what=f"saved model of variant '{variant.name}'")
     vectorizer = TextVectorizer.load(directory / "vectorizer") if data.kind == "text" else None
     prepare = vectorizer if vectorizer is not None else (lambda x: x)
     inputs = PreparedInputs(prepare(data.x_train), data.y_train, prepare(data.x_val), data.y_val,

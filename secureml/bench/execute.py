@@ -33,7 +33,9 @@ import yaml
 
 from .. import registry
 from ..console import log as _log
+from ..errors import SecureMLError
 from ..report.rundir import read_json
+from ..security.loading import load_model
 from .grid import Cell, Grid
 from .hardware import hardware_record, load_average
 
@@ -198,9 +200,9 @@ def inference_timing(model_path: Path, batch_size: int = 256, repeats: int = 30)
     would run it, so Python overhead does not dominate the one-example figure.
     """
     try:
-        model = tf.keras.models.load_model(model_path, compile=False)
-    except (OSError, ValueError, TypeError) as err:
-        return {"error": f"could not load {model_path.name}: {err}"}
+        model = load_model(model_path)
+    except SecureMLError as err:
+        return {"error": str(err)}
     shape, dtype = model.input_shape[1:], model.inputs[0].dtype
     fn = tf.function(lambda x: model(x, training=False))
 

@@ -14,21 +14,25 @@
 
 `keygen` writes `secret.context` (keep it; mode 0600, never overwritten: `--force` replaces
 a key folder), and `public/` with `public.context` and `spec.json`: the only things the server
-needs from the client. Every input is checked before any compute: files by size and header
-before their body is read, arrays for shape, type and finite values, output folders exist.
+needs from the client. In split mode `spec` also writes `client_model.keras` and names it in the
+spec by SHA-256; the client loads no other file. Every input is checked before any compute:
+files by size and header before their body is read, arrays for shape, type and finite values,
+output folders exist.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, DataError, KeyFileError
+from ..errors import ConfigError, DataError, KeyFileError, UnsafeModelError
 from ..security.keyfiles import write_secret
+from ..security.loading import file_sha256, load_model
 from .ckks import load_context
 from .errors import CiphertextError
 from .params import CKKSParameters
@@ -114,9 +118,8 @@ def publish_spec(args) -> int:
     part of the model (written next to the spec)."""
     out = _output(args.out, "spec")
     plan, params, client_model = _compile(args)
-    out.write_text(json.dumps(make_spec(plan, params), indent=2))
-    if client_model is not None:
-        client_model.save(out.parent / _CLIENT_MODEL)
+    digest = _save_client_model(client_model, out.parent)
+    out.write_text(json.dumps(make_spec(plan, params, digest), indent=2))
     print(f"{out}: depth {plan.depth}, N={params.poly_degree}; give it to the client for "
           f"'secureml he keygen --spec'")
     return 0
@@ -126,7 +129,7 @@ def _compile(args):
     """(plan, parameters, client model part) of --model with --calibration and the options."""
     from .api import compile_for_encryption
     calibration = _load_npy(args.calibration) if args.calibration else None
-    return compile_for_encryption(_load_model(args.model), calibration, mode=args.mode,
+    return compile_for_encryption(load_model(args.model), calibration, mode=args.mode,
                                   security=args.security, scale_bits=args.scale_bits,
                                   poly_degree=args.poly_degree)
 
@@ -137,12 +140,15 @@ def keygen(args) -> int:
     client_model = None
     if args.spec:
         spec = _read_spec(args.spec)
-        bottom = Path(args.spec).parent / _CLIENT_MODEL
-        client_model = _load_model(bottom) if bottom.exists() else None
+        source = Path(args.spec).parent / _CLIENT_MODEL
+        client_model = _spec_client_model(spec, source.parent)
         client = HEClient.generate(spec, packings, client_model)
+        # The checked file itself, not a re-save, so its digest still matches the spec.
+        if client_model is not None and source.resolve() != (out / _CLIENT_MODEL).resolve():
+            shutil.copyfile(source, out / _CLIENT_MODEL)
     elif args.model:
         plan, params, client_model = _compile(args)
-        spec = make_spec(plan, params)
+        spec = make_spec(plan, params, _save_client_model(client_model, out))
         client = HEClient.generate(spec, packings, client_model)
     else:
         raise DataError("keygen needs --model (to derive the spec) or --spec (from the server)")
@@ -153,8 +159,6 @@ def keygen(args) -> int:
     (out / _SPEC).write_text(json.dumps(spec, indent=2))
     (out / "public" / _PUBLIC).write_bytes(client.public_context())
     (out / "public" / _SPEC).write_text(json.dumps(spec, indent=2))
-    if client_model is not None:
-        client_model.save(out / _CLIENT_MODEL)
     params = spec["parameters"]
     print(f"keys: {out / _SECRET} (secret: keep it), {out / 'public'} (send to the server); "
           f"N={params['poly_modulus_degree']}, moduli {params['coeff_mod_bit_sizes']}, "
@@ -184,9 +188,7 @@ def _client(keys: str) -> HEClient:
     spec = _read_spec(folder / _SPEC)
     context = load_context(_read(folder / _SECRET, "secret context", _MAX_CONTEXT_BYTES),
                            str(folder / _SECRET))
-    client_model = _load_model(folder / _CLIENT_MODEL) if (folder / _CLIENT_MODEL).exists() \
-        else None
-    return HEClient(spec, context, client_model)
+    return HEClient(spec, context, _spec_client_model(spec, folder))
 
 
 def encrypt(args) -> int:
@@ -208,7 +210,7 @@ def infer(args) -> int:
     if not Path(args.input).is_file():
         raise CiphertextError(f"cannot read the query at {args.input}: no such file")
     mode = "split" if spec["input"]["kind"] == "features" else "full"
-    plan, _ = compile_model(_load_model(args.model), None, mode=mode,
+    plan, _ = compile_model(load_model(args.model), None, mode=mode,
                             split_layer=spec["input"]["split_layer"] or "lstm")
     server = HEServer(plan, CKKSParameters.from_dict(spec["parameters"]),
                       _read(folder / _PUBLIC, "public context", _MAX_CONTEXT_BYTES))
@@ -257,7 +259,7 @@ def demo(args) -> int:
     labels = labels[:args.samples] if labels is not None else None
     np.save(work / "inputs.npy", x)
     np.save(work / "calibration.npy", calibration)
-    model = _load_model(model_path)
+    model = load_model(model_path)
     plain = predict_logits(model, x)
     packings = PACKINGS if args.packing == "both" else (args.packing,)
     keys = work / "keys"
@@ -358,11 +360,25 @@ def _load_npy(path) -> np.ndarray:
     return array
 
 
-def _load_model(path):
-    import tensorflow as tf
+def _save_client_model(client_model, folder: Path) -> str | None:
+    """Save the client part of a split model into `folder`; its SHA-256 (None in full mode)."""
+    if client_model is None:
+        return None
+    client_model.save(folder / _CLIENT_MODEL)
+    return file_sha256(folder / _CLIENT_MODEL)
 
-    from ..models import he_layers  # noqa: F401  registers PolyActivation for loading
-    try:
-        return tf.keras.models.load_model(path, compile=False)
-    except (OSError, ValueError) as err:
-        raise DataError(f"cannot load the model at {path}: {err}") from None
+
+def _spec_client_model(spec: dict, folder: Path):
+    """The client part beside `spec`, loaded only if the spec names the file by SHA-256."""
+    path, digest = folder / _CLIENT_MODEL, spec.get("client_model_sha256")
+    if digest is None:
+        if path.exists():
+            raise UnsafeModelError(
+                f"refusing to load {path}: the spec beside it names no client model by SHA-256; "
+                f"delete the file, or start again from the spec.json and {_CLIENT_MODEL} "
+                f"written by 'secureml he spec'")
+        return None
+    if not path.is_file():
+        raise DataError(f"{path} is missing: the spec names a client model (split mode); put "
+                        f"the {_CLIENT_MODEL} written by 'secureml he spec' beside spec.json")
+    return load_model(path, what="client model named in the spec", sha256=str(digest))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import os
 import struct
 from dataclasses import dataclass, field
@@ -37,8 +38,12 @@ _MAGIC = b"SECUREML-HE\x01"
 _FORMAT = 1
 
 
-def make_spec(plan: Plan, params: CKKSParameters) -> dict:
-    """What the client needs to know about the server's plan: no weights."""
+def make_spec(plan: Plan, params: CKKSParameters, client_model_sha256: str | None = None) -> dict:
+    """What the client needs to know about the server's plan: no weights.
+
+    In split mode the client also runs the model's client part, from a file the server hands
+    over; `client_model_sha256` names that file, and the client loads no other.
+    """
     first = plan.ops[0]
     conv = None
     if getattr(first, "conv", None):
@@ -48,7 +53,8 @@ def make_spec(plan: Plan, params: CKKSParameters) -> dict:
             "input": {"kind": plan.input.kind, "shape": list(plan.input.shape),
                       "mask_zero": plan.input.mask_zero, "split_layer": plan.input.split_layer},
             "im2col": conv, "num_outputs": plan.num_outputs, "depth": plan.depth,
-            "output_bound": plan.output_bound, "parameters": params.describe()}
+            "output_bound": plan.output_bound, "parameters": params.describe(),
+            "client_model_sha256": client_model_sha256}
 
 
 def check_spec(spec, what: str = "the spec") -> dict:
@@ -71,6 +77,8 @@ def check_spec(spec, what: str = "the spec") -> dict:
         "output_bound": type(spec.get("output_bound")) in (int, float)
         and 0 < spec["output_bound"] < float("inf"),
         "model": isinstance(spec.get("model"), str),
+        "client_model_sha256": spec.get("client_model_sha256") is None
+        or re.fullmatch(r"[0-9a-f]{64}", str(spec["client_model_sha256"])) is not None,
     }
     wrong = [name for name, ok in checks.items() if not ok]
     if wrong:

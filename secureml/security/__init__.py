@@ -1,1 +1,5 @@
-"""secureml's own attack surface: safe loading, key files, encryption at rest, signed manifests."""
+"""secureml's own attack surface: what its files must not do to the process that reads them.
+
+`loading`: the one way secureml loads a Keras model file (no code runs from it).
+`keyfiles`: secret key files, readable by their owner only and never overwritten.
+"""
