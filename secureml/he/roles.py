@@ -15,8 +15,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import re
 import os
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
