@@ -91,6 +91,8 @@ class TrainingSetup:
     drop_remainder: bool = False
     make_optimizer: Callable[[TrainingConfig], Any] = make_optimizer
     callbacks: list = field(default_factory=list)
+    # Whether defences may print (a warning about the plan before training starts).
+    progress: bool = True
 
     def describe(self) -> dict:
         return {"objective": self.objective.describe(), "engine": self.engine.describe(),
@@ -136,7 +138,7 @@ def train(model: tf.keras.Model | Callable[[], tf.keras.Model], x: np.ndarray, y
     with strategy.scope():
         base = model() if callable(model) and not isinstance(model, tf.keras.Model) else model
         setup = TrainingSetup(model=base, config=config, num_examples=len(y), strategy=strategy,
-                              seed=seed)
+                              seed=seed, progress=progress)
         for defence in defences:
             defence.apply(setup)
         trainable = HardenedModel(setup.model, setup.objective, setup.engine)

@@ -11,12 +11,14 @@ import math
 
 import tensorflow as tf
 
+from ...console import log
 from ...errors import ConfigError, UnsupportedError
 from .accounting import make_plan
 from .callback import PrivacyAccounting
 from .config import Config
 from .engines import EngineChoice
 from .sampling import PoissonBatches
+from .signal import BURIED, buried_warning, signal_to_noise, trainable_parameters
 
 # Layers whose output for one example depends on the other examples of the batch.
 EXAMPLE_MIXING_LAYERS = (tf.keras.layers.BatchNormalization,)
@@ -46,6 +48,9 @@ class DPSGD:
         self.engine = None
         self.accounting = None
         self.replicas = 1
+        self.parameters = 0
+        self.signal_to_noise = None
+        self.signal_warning = None
 
     def apply(self, setup) -> None:
         config, training = self.config, setup.config
@@ -61,6 +66,7 @@ class DPSGD:
             drop_remainder=setup.drop_remainder)
         self._check_microbatches(training.batch_size)
         self._check_budget()
+        self._check_signal(setup)
         poisson = config.sampling == "poisson"
         self.engine = EngineChoice(
             setup, config.clipping, l2_norm_clip=config.l2_norm_clip,
@@ -72,6 +78,19 @@ class DPSGD:
             setup.batching = PoissonBatches()
         self.accounting = PrivacyAccounting(self.plan, config.budget, config.stop_at_budget)
         setup.callbacks.append(self.accounting)
+
+    def _check_signal(self, setup) -> None:
+        """Before training: warn when the planned noise buries any signal (see `signal`)."""
+        plan = self.plan
+        self.parameters = trainable_parameters(setup.model)
+        batch = self.config.num_microbatches or plan.batch_size
+        self.signal_to_noise = signal_to_noise(plan.noise_multiplier, batch, plan.steps,
+                                               self.parameters)
+        if self.signal_to_noise < BURIED:
+            self.signal_warning = buried_warning(self.signal_to_noise, plan.noise_multiplier,
+                                                 plan.data_size, batch, plan.steps,
+                                                 self.parameters)
+            log(setup.progress, f"secureml: warning: {self.signal_warning}")
 
     def _check_microbatches(self, batch_size: int) -> None:
         k = self.config.num_microbatches
@@ -124,6 +143,8 @@ class DPSGD:
             "num_microbatches": config.num_microbatches,
             "replicas": self.replicas,
             "noise_multiplier_per_replica": plan.noise_multiplier / math.sqrt(self.replicas),
+            "trainable_parameters": self.parameters,
+            "signal_to_noise": self.signal_to_noise,
             "guarantee_holds": holds,
             "guarantee": (f"({epsilon:.3g}, {plan.delta:.2g})-differential privacy of the "
                           f"trained weights with respect to adding or removing any one "
@@ -153,6 +174,8 @@ class DPSGD:
             notes.append("the text vocabulary was fitted on the training texts without "
                          "differential privacy; the guarantee covers the weights given that "
                          "vocabulary, not the vocabulary itself")
+        if self.signal_warning:
+            notes.append(f"NOTHING TO LEARN: {self.signal_warning}")
         notes.append("covers the model weights only: training loss and accuracy (history.json, "
                      "the train section) are computed on the training data without noise")
         notes.append("sampling and noise are pseudo-random from the run's seed; anyone who "
