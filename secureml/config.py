@@ -55,6 +55,9 @@ class AuditConfig:
     membership: bool = True
     report: bool = True
     policy: str | None = None
+    # The variant others are compared with (cost ratios, accuracy drop); null: the first
+    # variant without defences.
+    baseline: str | None = None
 
 
 @dataclass
@@ -151,6 +154,11 @@ def resolve(raw: dict, where: str = "config") -> ExperimentConfig:
     variants = [_resolve_variant(vname, base, overrides or {}, f"{where}.variants.{vname}")
                 for vname, overrides in variants_raw.items()]
     audit = schema.build(AuditConfig, raw.get("audit"), f"{where}.audit")
+    names = [v.name for v in variants]
+    if audit.baseline is not None and audit.baseline not in names:
+        raise ConfigError(f"{where}.audit.baseline: '{audit.baseline}' is not a variant; "
+                          f"name one of {', '.join(names)} or remove it (the first variant "
+                          f"without defences is the baseline)")
     if audit.membership:
         for variant, overrides in zip(variants, variants_raw.values()):
             # A variant's `membership: null` opts out; only variants silent on it get the default.

@@ -3,7 +3,11 @@ import numpy as np
 import tensorflow as tf
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
+from .audit.metrics import proportion_interval
 from .models.outputs import per_example_loss, predicted_classes
+
+# Of the accuracy interval (Clopper-Pearson) that every rating of an accuracy uses.
+CONFIDENCE_LEVEL = 0.95
 
 
 def predict_logits(model: tf.keras.Model, x, batch_size: int = 512) -> np.ndarray:
@@ -15,7 +19,8 @@ def predict_logits(model: tf.keras.Model, x, batch_size: int = 512) -> np.ndarra
 
 def classification_metrics(model: tf.keras.Model, x, y, class_names: list[str],
                            batch_size: int = 512) -> dict:
-    """Accuracy, mean loss, per-class precision/recall/F1/support and the confusion matrix.
+    """Accuracy (with its Clopper-Pearson interval), mean loss, per-class
+    precision/recall/F1/support and the confusion matrix.
 
     Confusion matrix rows are true classes and columns predicted classes, in `class_names` order.
     """
@@ -26,9 +31,12 @@ def classification_metrics(model: tf.keras.Model, x, y, class_names: list[str],
     labels = list(range(len(class_names)))
     precision, recall, f1, support = precision_recall_fscore_support(
         y, predicted, labels=labels, zero_division=0)
+    accuracy = float(np.mean(predicted == y))
     return {
         "examples": int(len(y)),
-        "accuracy": float(np.mean(predicted == y)),
+        "accuracy": accuracy,
+        "accuracy_ci": proportion_interval(accuracy, len(y), CONFIDENCE_LEVEL),
+        "confidence_level": CONFIDENCE_LEVEL,
         "loss": float(np.mean(losses)),
         "macro_f1": float(np.mean(f1)),
         "per_class": {

@@ -18,6 +18,7 @@ and benchmarks can be rebuilt from the folder alone. See docs/metrics.md for eve
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ from .models import build_model, model_spec
 from .training import TrainResult, configure_runtime, make_strategy, train
 from .training.resources import library_versions
 from .console import log as _log
-from .report.rundir import ratio, write_json as _write_json
+from .report.rundir import baseline_variant, ratio, write_json as _write_json
 
 METRICS_SCHEMA_VERSION = 1
 
@@ -158,9 +159,10 @@ def run_experiment(config: ExperimentConfig | str | Path, *, out_dir: str | Path
     _log(progress, f"data: {data.name} ({data.kind}), {data.num_classes} classes, "
                    f"train/val/test = {len(data.y_train)}/{len(data.y_val)}/{len(data.y_test)}")
 
-    # The first variant without defences is the baseline: it trains first, so every other
-    # variant's cost is compared with it as soon as that variant is measured.
-    baseline = next((v for v in selected if not v.defences), None)
+    # The baseline (audit.baseline, else the first variant without defences) trains first, so
+    # every other variant's cost is compared with it as soon as that variant is measured.
+    named = baseline_variant([(v.name, v.defences) for v in selected], config.audit.baseline)
+    baseline = next((v for v in selected if v.name == named), None)
     order = ([baseline] if baseline else []) + [v for v in selected if v is not baseline]
     result = RunResult(run_dir)
     for variant in order:
@@ -256,7 +258,8 @@ def _training_record(variant: VariantConfig) -> dict:
 
 def _accuracy_and_loss(model, x, y, data: Dataset, batch_size: int) -> dict:
     full = classification_metrics(model, x, y, data.class_names, batch_size)
-    return {k: full[k] for k in ("examples", "accuracy", "loss")}
+    return {k: full[k] for k in ("examples", "accuracy", "accuracy_ci", "confidence_level",
+                                 "loss")}
 
 
 def _save_artifacts(directory: Path, trained: TrainResult, inputs: PreparedInputs,
@@ -296,8 +299,10 @@ def _write_report(run_dir: Path, progress: bool) -> None:
         from .report import write_report
     except ModuleNotFoundError:
         return
+    from .audit.verdict import headline
     paths = write_report([run_dir], run_dir)
     _log(progress, "report: " + ", ".join(str(p) for p in paths))
+    _log(progress, "verdict: " + headline(json.loads(paths[0].read_text())["verdicts"][0]))
 
 
 def summary_table(metrics: dict[str, dict]) -> str:

@@ -110,11 +110,45 @@ def test_text_robustness_section(plain, toy, tmp_path):
     assert curve["k=0"] == pytest.approx(section["clean_accuracy"]) and curve["k=2"] < curve["k=0"]
     fgm = section["robust_accuracy"]["embedding FGM l2"]
     assert fgm["0"] == pytest.approx(section["clean_accuracy"]) and fgm["10"] < fgm["0"]
+    # The worst case covers every attack run: token swaps too, not only the embedding ones.
+    assert section["worst_case"]["tokens"]["k=2"] == pytest.approx(curve["k=2"])
+    every = section["worst_case_all_attacks"]
+    assert every["robust_accuracy"] <= min(curve["k=2"], fgm["10"],
+                                           section["robust_accuracy"]["embedding PGD-5 l2"]["10"])
+    assert {"token swap k=2", "embedding FGM L2 10", "embedding PGD-5 L2 10"} <= \
+        set(every["covers"])
+    if every["robust_accuracy"] < curve["k=2"]:
+        assert "worst case over every attack" in section["headline"]
     checks = {c["name"]: c["passed"] for c in section["sanity_checks"]}
     assert checks["embedding_pgd_not_weaker_than_embedding_fgm"] is True
     assert checks["perturbations_within_budget"] is True
     assert checks["zero_budget_leaves_accuracy_unchanged"] is True
     assert checks["large_epsilon_reaches_chance"] is True
+
+
+def test_worst_case_over_every_attack_is_the_intersection():
+    """Text budgets (embedding L2 and tokens) are not comparable, but an example counts as
+    robust only if it withstood every attack run, each at its largest budget."""
+    from secureml.attacks.robustness import _worst_case, _worst_case_all_attacks
+    from secureml.attacks.sanity import Measurement
+    clean = np.array([True, True, True, True, False])
+    everything = np.arange(5)
+    runs = [Measurement("embedding_pgd", "embedding PGD-10", "l2", 0.0, everything, clean),
+            Measurement("embedding_pgd", "embedding PGD-10", "l2", 2.0, everything,
+                        np.array([True, True, False, True, False])),
+            Measurement("token_swap", "token swap", None, 5.0, everything,
+                        np.array([True, False, True, True, False])),
+            Measurement("embedding_pgd", "embedding PGD-20", "l2", 2.0, np.arange(2),
+                        np.array([True, True]), role="stronger"),
+            Measurement("embedding_pgd", "embedding PGD-10", "l2", 50.0, everything,
+                        np.zeros(5, bool), role="chance")]
+    every = _worst_case_all_attacks(runs, clean)
+    assert every["robust_accuracy"] == pytest.approx(2 / 5)  # examples 0 and 3
+    assert set(every["covers"]) == {"embedding PGD-10 L2 2", "token swap k=5",
+                                    "embedding PGD-20 L2 2 (stronger run)"}
+    worst = _worst_case(runs, clean)
+    assert worst["l2"]["2"] == pytest.approx(3 / 5) and worst["tokens"]["k=5"] == \
+        pytest.approx(3 / 5)
 
 
 def test_embedding_adversarial_training_runs_end_to_end(toy):

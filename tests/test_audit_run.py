@@ -77,7 +77,7 @@ def test_dp_run_empirical_epsilon_stays_below_the_accounted_one(run):
     empirical = metrics["membership"]["empirical_privacy"]
     assert empirical["accounted_epsilon"] == accounted
     assert empirical["epsilon_lower_bound"] < accounted
-    assert empirical["guarantee_broken"] is False
+    assert empirical["above_accounted"] is False and empirical["indicative"] is True
     canaries = metrics["membership"]["canaries"]
     assert canaries["canaries"] == 200 and canaries["guesses"] == 40
     assert canaries["epsilon_lower_bound"] < accounted and canaries["guarantee_broken"] is False

@@ -311,6 +311,9 @@ def test_run_writes_the_he_section(tmp_path):
     result = run_experiment(config, out_dir=tmp_path, progress=False)
     he = result.metrics["main"]["he"]
     assert he["samples"] == 60 and he["agreement"] >= 0.99
+    # 60 samples cannot show 99.5% agreement: the interval the he_agreement rule rates says so.
+    assert he["agreement_ci"][0] < 0.99 <= he["agreement"] <= he["agreement_ci"][1]
+    assert he["confidence_level"] == 0.95
     assert he["encrypted_accuracy"] == pytest.approx(he["plaintext_accuracy"], abs=0.02)
     assert he["max_abs_error"] < 1e-3 and he["latency_s_per_sample"] is None
     batched = he["packings"]["batched"]

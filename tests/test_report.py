@@ -13,6 +13,7 @@ import yaml
 
 from secureml.audit import load_policy
 from secureml.audit.membership import audit_membership
+from secureml.audit.metrics import clopper_pearson
 from secureml.audit.scorecard import lookup, score, variant_facts
 from secureml.cli import main as cli_main
 from secureml.errors import ConfigError
@@ -85,14 +86,15 @@ def assert_renders(html: Path, tmp_path: Path, sections: list[str], plots: list[
 
 def _membership_section(gap: float, accounted_epsilon: float | None = None) -> dict:
     """A real membership section: threshold attacks on a tiny model whose members have
-    systematically higher confidence (by `gap`)."""
+    systematically higher confidence (by `gap`); 1,000 members, enough for the AUC interval of
+    a useless attack to lie within the policy's pass range."""
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(400, 3)).astype("float32")
+    x = rng.normal(size=(2000, 3)).astype("float32")
     model = tf.keras.Sequential([tf.keras.layers.Dense(3, input_shape=(3,), use_bias=False)])
     model.layers[0].set_weights([np.eye(3, dtype="float32") * 3])
     y = x.argmax(axis=1)
-    x[:200] += gap * np.eye(3, dtype="float32")[y[:200]]
-    return audit_membership(model, (x[:200], y[:200]), (x[200:], y[200:]),
+    x[:1000] += gap * np.eye(3, dtype="float32")[y[:1000]]
+    return audit_membership(model, (x[:1000], y[:1000]), (x[1000:], y[1000:]),
                             config={"attacks": ["loss", "confidence", "entropy"]},
                             class_names=CLASSES, accounted_epsilon=accounted_epsilon,
                             delta=1e-5 if accounted_epsilon else 0.0)
@@ -109,13 +111,17 @@ def _history(epochs: int, dp: bool = False) -> list[dict]:
     return rows
 
 
-def _metrics(variant: str, defences=(), **sections) -> dict:
-    per_class = {c: {"precision": 0.9, "recall": 0.8, "f1": 0.85, "support": 30} for c in CLASSES}
+def _metrics(variant: str, defences=(), accuracy: float = 0.8, **sections) -> dict:
+    """A variant's metrics.json; the test accuracy is measured on 900 examples."""
+    per_class = {c: {"precision": 0.9, "recall": 0.8, "f1": 0.85, "support": 300} for c in CLASSES}
     return {
         "schema_version": 1, "run": "synth", "variant": variant,
         "model": {"name": "image_cnn", "filters": [32, 64]}, "defences": list(defences),
-        "test": {"examples": 90, "accuracy": 0.8, "loss": 0.5, "macro_f1": 0.79,
-                 "per_class": per_class, "confusion_matrix": [[25, 3, 2], [4, 24, 2], [1, 2, 27]]},
+        "test": {"examples": 900, "accuracy": accuracy,
+                 "accuracy_ci": list(clopper_pearson(round(900 * accuracy), 900)),
+                 "confidence_level": 0.95, "loss": 0.5, "macro_f1": 0.79,
+                 "per_class": per_class,
+                 "confusion_matrix": [[250, 30, 20], [40, 240, 20], [10, 20, 270]]},
         "train": {"examples": 300, "accuracy": 0.99, "loss": 0.05},
         "cost": {"train_time_s": 3.0, "epochs": 3, "examples_per_s": 300.0,
                  "device": {"cpu": "x86", "replicas": 1}, "train_time_ratio": 1.0},
@@ -210,7 +216,8 @@ def test_default_policy_rates_findings(run_dir):
     assert rows["membership_auc"]["status"] == "pass"
     assert rows["privacy_budget"]["status"] == "pass"
     assert rows["privacy_guarantee_holds"]["status"] == "warn"
-    assert rows["empirical_epsilon_consistent"]["status"] == "pass"
+    # The membership-based epsilon bound is indicative only: no rule rates it.
+    assert not any(r["fact"].startswith("membership.empirical_privacy") for r in rows.values())
 
 
 def test_user_policy_overrides_and_removes_rules(tmp_path):
@@ -226,7 +233,7 @@ def test_user_policy_overrides_and_removes_rules(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("version: 2\nrules: {}\n", "version 1"),
+    ("version: 3\nrules: {}\n", "versions 1, 2, got 3"),
     ("version: 1\nrules:\n  r: {fact: test.accuracy}\n", "no threshold"),
     ("version: 1\nrules:\n  r: {fact: a, warn_abov: 1}\n", "did you mean 'warn_above'"),
     ("version: 1\nrule: {}\n", "did you mean 'rules'"),
@@ -276,7 +283,7 @@ def test_html_report_renders_every_section_and_plot(run_dir, tmp_path):
     html = write_report([run_dir], tmp_path / "out")[2]
     found = assert_renders(
         html, tmp_path,
-        sections=["summary", "scorecard", "data-synth", "data-synth-duplicates",
+        sections=["verdict", "summary", "scorecard", "data-synth", "data-synth-duplicates",
                   "variant-synth-plain", "variant-synth-plain-membership",
                   "variant-synth-plain-fairness", "variant-synth-dp-privacy",
                   "variant-synth-adv-robustness", "variant-synth-adv-he", "methods"],
@@ -287,24 +294,48 @@ def test_html_report_renders_every_section_and_plot(run_dir, tmp_path):
     assert found["text"] > 5000
     text = html.read_text()
     assert "status-fail" in text and "status-pass" in text and "not_measured" in text
+    assert "status-inconclusive" in text
 
 
-def test_broken_guarantee_is_reported(tmp_path):
+def test_only_the_canary_audit_can_break_the_guarantee(tmp_path):
+    """A membership-based bound above the accounted epsilon (even one written by an older
+    secureml as `guarantee_broken`, even rated by a user's rule) is indicative: never a FAIL.
+    The canary audit's broken guarantee is."""
     run = make_run(tmp_path, "broken-dp", with_audit=False)
     metrics = json.loads((run / "dp" / "metrics.json").read_text())
     metrics["membership"]["empirical_privacy"].update(epsilon_lower_bound=2.0,
                                                       accounted_epsilon=1.2,
+                                                      above_accounted=True,
                                                       guarantee_broken=True)
     (run / "dp" / "metrics.json").write_text(json.dumps(metrics))
-    paths = write_report([run], run)
+    old_rule = tmp_path / "old.yaml"
+    old_rule.write_text("version: 1\nrules:\n  empirical_epsilon_consistent: {fact: "
+                        "membership.empirical_privacy.guarantee_broken, fail_if: true}\n")
+    paths = write_report([run], run, policy=old_rule)
     doc = json.loads(paths[0].read_text())
     dp = next(v for v in doc["runs"][0]["variants"] if v["name"] == "dp")
-    rows = {r["rule"]: r["status"] for r in dp["scorecard"]}
-    assert rows["empirical_epsilon_consistent"] == "fail"
-    assert "THE DP GUARANTEE IS BROKEN" in paths[1].read_text()
+    rows = {r["rule"]: r for r in dp["scorecard"]}
+    assert rows["empirical_epsilon_consistent"]["status"] == "not_rated"
+    assert "not a valid statistical audit" in rows["empirical_epsilon_consistent"]["note"]
+    assert not [r for r in dp["scorecard"] if r["fact"].startswith("membership")
+                and r["status"] == "fail"]
+    markdown = paths[1].read_text()
+    assert "Indicative, not a valid statistical audit" in markdown
+    assert "GUARANTEE BROKEN" not in markdown
     # No data audit in this folder: the report says so instead of failing.
-    assert "No data audit in this run folder" in paths[1].read_text()
+    assert "No data audit in this run folder" in markdown
     assert all(r["status"] == "not_measured" for r in doc["runs"][0]["data_scorecard"])
+
+    metrics["membership"]["canaries"] = {
+        "canaries": 500, "guesses": 100, "correct": 100, "epsilon_lower_bound": 3.5,
+        "confidence": 0.95, "accounted_epsilon": 1.2, "guarantee_broken": True}
+    (run / "dp" / "metrics.json").write_text(json.dumps(metrics))
+    paths = write_report([run], run)
+    dp = next(v for v in json.loads(paths[0].read_text())["runs"][0]["variants"]
+              if v["name"] == "dp")
+    assert {r["rule"]: r["status"] for r in dp["scorecard"]}["canary_epsilon_consistent"] == \
+        "fail"
+    assert "GUARANTEE BROKEN" in paths[1].read_text()
 
 
 def test_report_survives_empty_and_odd_folders(tmp_path):

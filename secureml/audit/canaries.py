@@ -34,20 +34,24 @@ def make_canaries(count: int, x_like: np.ndarray, num_classes: int, vocab_size: 
     return x, rng.integers(0, num_classes, size=count).astype(np.int64)
 
 
-def canary_audit(train: Callable[[np.ndarray, np.ndarray], Any], x_train: np.ndarray,
-                 y_train: np.ndarray, count: int, num_classes: int, *,
-                 vocab_size: int | None = None, delta: float = 0.0, confidence: float = 0.95,
-                 accounted_epsilon: float | None = None, seed: int = 0,
+def canary_audit(train: Callable[[np.ndarray, np.ndarray], tuple[Any, dict | None]],
+                 x_train: np.ndarray, y_train: np.ndarray, count: int, num_classes: int, *,
+                 vocab_size: int | None = None, confidence: float = 0.95, seed: int = 0,
                  batch_size: int = 512) -> dict:
     """Train once on the training set plus a random half of `count` canaries; bound epsilon.
 
-    `train(x, y) -> model` must train a fresh model exactly as the audited one was trained.
+    `train(x, y) -> (model, privacy)` must train a fresh model exactly as the audited one was
+    trained and return its `privacy` section (None without DP). The bound is compared with the
+    epsilon and delta accounted for that training run, the one the canaries went through: its
+    training set is larger than the audited variant's, so its accounting differs slightly.
     """
     rng = np.random.default_rng(seed + 2)
     x_can, y_can = make_canaries(count, x_train, num_classes, vocab_size, rng)
     included = rng.random(count) < 0.5
-    model = train(np.concatenate([x_train, x_can[included]]),
-                  np.concatenate([y_train, y_can[included]]))
+    model, privacy = train(np.concatenate([x_train, x_can[included]]),
+                           np.concatenate([y_train, y_can[included]]))
+    accounted_epsilon = (privacy or {}).get("epsilon")
+    delta = (privacy or {}).get("delta") or 0.0
     scores = threshold_scores(predict_logits(model, x_can, batch_size), y_can)["loss"]
     guesses = max(1, int(GUESS_FRACTION * count))
     order = np.argsort(scores, kind="stable")

@@ -29,6 +29,27 @@ def clopper_pearson(successes: int, trials: int, confidence: float = 0.95) -> tu
     return float(low), float(high)
 
 
+def proportion_interval(fraction: float, trials: int,
+                        confidence: float = 0.95) -> list[float]:
+    """Clopper-Pearson interval of a measured fraction of `trials` (an accuracy, agreement)."""
+    if trials == 0:
+        return [0.0, 1.0]
+    return list(clopper_pearson(int(round(fraction * trials)), trials, confidence))
+
+
+def difference_interval(first: float, first_ci, second: float, second_ci) -> list[float]:
+    """Interval of first - second from the two estimates' intervals (MOVER, Zou & Donner 2008).
+
+    It treats the two estimates as independent. Two models' accuracies on the same test set
+    are usually positively correlated (both get the easy examples right), which makes the true
+    interval narrower: this one then errs towards "inconclusive" rather than a false verdict.
+    """
+    difference = first - second
+    low = difference - np.hypot(first - first_ci[0], second_ci[1] - second)
+    high = difference + np.hypot(first_ci[1] - first, second - second_ci[0])
+    return [float(low), float(high)]
+
+
 def null_auc_std(members: int, non_members: int) -> float:
     """Standard deviation of the AUC of an attack that cannot tell members from non-members.
 

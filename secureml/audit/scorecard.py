@@ -1,9 +1,14 @@
-"""The risk scorecard: every measured finding rated pass, warn or fail by an audit policy.
+"""The risk scorecard: every measured finding rated by an audit policy.
 
 The policy is a YAML file of rules (the default ships as `secureml/audit/policy.yaml`, which
 documents the format). A user policy lists only the rules it changes. `score(facts, policy)`
 rates every rule whose fact is in `facts`; `variant_facts` and `data_facts` build those from a
 run folder's files.
+
+A value measured on a sample carries its confidence interval beside it (`<key>_ci`), and the
+rule rates the interval: fail or warn only when the whole interval is beyond the threshold,
+pass only when it is wholly within, otherwise `inconclusive`. Values without an interval
+(true/false facts, configuration, counts over the whole data set) are rated by their value.
 """
 from __future__ import annotations
 
@@ -11,16 +16,30 @@ import copy
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
 from .. import schema
 from ..errors import ConfigError
+from .metrics import difference_interval
 
-POLICY_VERSION = 1
-STATUSES = ("pass", "warn", "fail", "not_measured", "not_rated")
+# Version 2 added rule categories and interval ratings; version 1 files are read unchanged
+# (their rules are rated by interval too, and a rule that replaces a default one keeps its
+# category).
+POLICY_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+STATUSES = ("pass", "warn", "fail", "inconclusive", "not_measured", "not_rated")
+# From worst to best: what a summary of several ratings shows.
+SEVERITY = ("fail", "warn", "inconclusive", "pass")
 # The fact roots that describe the data set rather than a trained variant.
 DATA_ROOT = "data_audit"
+# Facts shown in the report but never rated, and why.
+INDICATIVE = {
+    "membership.empirical_privacy": (
+        "indicative, not a valid statistical audit: the audited examples of one trained model "
+        "are not independent trials; the canary audit (canaries: m) tests the guarantee"),
+}
 
 
 @dataclass
@@ -35,8 +54,17 @@ class Rule:
     warn_if: bool | None = None
     fail_if: bool | None = None
     only_if: str | None = None
+    # What the rule is about; the run verdict prefers variants by their privacy and
+    # robustness ratings among those whose utility rules pass. Data rules are always "data".
+    category: Literal["privacy", "robustness", "utility", "data", "other"] | None = None
 
     def validate(self):
+        if self.scope == "data":
+            self.category = "data"
+        elif self.category == "data":
+            schema.fail("category", f"'data' is for data_audit facts, not '{self.fact}'; use "
+                                    "privacy, robustness, utility or other")
+        self.category = self.category or "other"
         limits = (self.warn_above, self.fail_above, self.warn_below, self.fail_below,
                   self.warn_if, self.fail_if)
         if all(v is None for v in limits):
@@ -62,20 +90,25 @@ class Rule:
                 parts.append(f"{word} {str(value).lower() if isinstance(value, bool) else value}")
         return ", ".join(parts)
 
-    def rate(self, value) -> str:
+    def rate(self, value, interval: list[float] | None = None) -> str:
+        """pass, warn, fail or inconclusive; a numeric value is judged by its whole interval."""
         if isinstance(value, bool) or self.fail_if is not None or self.warn_if is not None:
             if self.fail_if is not None and value == self.fail_if:
                 return "fail"
             if self.warn_if is not None and value == self.warn_if:
                 return "warn"
             return "pass"
-        if (self.fail_above is not None and value > self.fail_above) or \
-                (self.fail_below is not None and value < self.fail_below):
+        low, high = interval if interval is not None else (value, value)
+        if (self.fail_above is not None and low > self.fail_above) or \
+                (self.fail_below is not None and high < self.fail_below):
             return "fail"
-        if (self.warn_above is not None and value > self.warn_above) or \
-                (self.warn_below is not None and value < self.warn_below):
+        if (self.warn_above is not None and low > self.warn_above) or \
+                (self.warn_below is not None and high < self.warn_below):
             return "warn"
-        return "pass"
+        if all(high <= t for t in (self.warn_above, self.fail_above) if t is not None) and \
+                all(low >= t for t in (self.warn_below, self.fail_below) if t is not None):
+            return "pass"
+        return "inconclusive"
 
 
 @dataclass
@@ -86,7 +119,7 @@ class Policy:
 
     def validate(self):
         if self.version != POLICY_VERSION:
-            schema.fail("version", f"this secureml reads audit policy version {POLICY_VERSION}, "
+            schema.fail("version", f"the default policy must be version {POLICY_VERSION}, "
                                    f"got {self.version}")
 
 
@@ -119,12 +152,16 @@ def load_policy(path: str | Path | None = None) -> Policy:
             raise ConfigError(f"audit policy {path} does not exist; pass a YAML file (see "
                               f"docs/audit.md) or leave it out for the default")
         user = _read(path, str(path))
-        if user.get("version", POLICY_VERSION) != POLICY_VERSION:
-            raise ConfigError(f"{path}: this secureml reads audit policy version "
-                              f"{POLICY_VERSION}, got {user.get('version')}")
+        if user.get("version", POLICY_VERSION) not in READABLE_VERSIONS:
+            raise ConfigError(f"{path}: this secureml reads audit policy versions "
+                              f"{', '.join(map(str, READABLE_VERSIONS))}, got "
+                              f"{user.get('version')}; a newer secureml wrote it, or set "
+                              f"version: {POLICY_VERSION}")
         for name, rule in (user.get("rules") or {}).items():
             if rule is None:
                 rules.pop(name, None)
+            elif isinstance(rule, dict) and "category" not in rule and name in rules:
+                rules[name] = {**rule, "category": rules[name].get("category")}
             else:
                 rules[name] = rule
         source = str(path)
@@ -150,17 +187,57 @@ def lookup(document, path: str):
     return None
 
 
-def variant_facts(metrics: dict) -> dict:
-    """What rules about a trained variant read: its metrics.json plus derived values."""
+def _parent(document: dict, path: str) -> dict:
+    """The mapping that holds the value at `path` (keys may contain dots)."""
+    parts = path.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        parent = lookup(document, ".".join(parts[:cut]))
+        if isinstance(parent, dict) and ".".join(parts[cut:]) in parent:
+            return parent
+    return document
+
+
+def variant_facts(metrics: dict, baseline: dict | None = None,
+                  is_baseline: bool = False) -> dict:
+    """What rules about a trained variant read: its metrics.json plus `derived` values.
+
+    `baseline` is the metrics.json of the run's baseline variant (`is_baseline` for the
+    baseline itself). Derived intervals: the train-test gap takes the test accuracy's interval
+    (the train accuracy is measured on the whole training set, not sampled); the accuracy
+    drop combines both variants' test intervals (`metrics.difference_interval`).
+    """
     train, test = metrics.get("train") or {}, metrics.get("test") or {}
     derived = {}
     if train.get("accuracy") is not None and test.get("accuracy") is not None:
         derived["accuracy_gap"] = train["accuracy"] - test["accuracy"]
+        if test.get("accuracy_ci"):
+            low, high = test["accuracy_ci"]
+            derived["accuracy_gap_ci"] = [train["accuracy"] - high, train["accuracy"] - low]
+            derived["confidence_level"] = test.get("confidence_level")
+    base = (baseline or {}).get("test") or {}
+    if is_baseline:
+        derived.update(accuracy_drop=0.0, compared_with_baseline=False)
+    elif base.get("accuracy") is not None and test.get("accuracy") is not None and \
+            base.get("examples") == test.get("examples"):
+        derived.update(accuracy_drop=base["accuracy"] - test["accuracy"],
+                       compared_with_baseline=True, baseline_variant=baseline.get("variant"))
+        if base.get("accuracy_ci") and test.get("accuracy_ci"):
+            derived["accuracy_drop_ci"] = difference_interval(
+                base["accuracy"], base["accuracy_ci"], test["accuracy"], test["accuracy_ci"])
+            derived["confidence_level"] = test.get("confidence_level")
     return {**metrics, "derived": derived}
 
 
 def data_facts(audit: dict | None) -> dict:
     return {DATA_ROOT: audit or {}}
+
+
+def _interval(value) -> list[float] | None:
+    if isinstance(value, (list, tuple)) and len(value) == 2 and \
+            all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value) and \
+            value[0] <= value[1]:
+        return [float(value[0]), float(value[1])]
+    return None
 
 
 def score(facts: dict, policy: Policy, scope: str) -> list[dict]:
@@ -170,22 +247,43 @@ def score(facts: dict, policy: Policy, scope: str) -> list[dict]:
         if rule.scope != scope:
             continue
         value = lookup(facts, rule.fact)
+        numeric = isinstance(value, (int, float, bool))
+        interval = _interval(lookup(facts, rule.fact + "_ci")) if numeric else None
+        confidence = _parent(facts, rule.fact).get("confidence_level") if interval else None
+        indicative = next((why for prefix, why in INDICATIVE.items()
+                           if rule.fact == prefix or rule.fact.startswith(prefix + ".")), None)
+        note = ""
         if value is None:
             status = "not_measured"
+        elif indicative:
+            status, note = "not_rated", indicative
         elif rule.only_if is not None and not lookup(facts, rule.only_if):
-            status = "not_rated"
-        elif not isinstance(value, (int, float, bool)):
+            status, note = "not_rated", f"rated only where {rule.only_if} is true"
+        elif not numeric:
             status = "not_rated"
         else:
-            status = rule.rate(value)
-        rows.append({"rule": name, "title": rule.title or name, "fact": rule.fact,
-                     "value": value if isinstance(value, (int, float, bool)) else None,
-                     "status": status, "threshold": rule.describe(), "advice": rule.advice})
+            status = rule.rate(value, interval)
+            if status == "inconclusive":
+                note = (f"the {_level(confidence)}interval [{interval[0]:.4g}, "
+                        f"{interval[1]:.4g}] reaches across the threshold ({rule.describe()}): "
+                        f"the evidence does not decide; measure on more examples")
+        rows.append({"rule": name, "title": rule.title or name, "category": rule.category,
+                     "fact": rule.fact, "value": value if numeric else None, "ci": interval,
+                     "confidence": confidence, "status": status, "threshold": rule.describe(),
+                     "advice": rule.advice, "note": note})
     return rows
+
+
+def _level(confidence) -> str:
+    return f"{100 * confidence:g}% " if isinstance(confidence, (int, float)) else ""
+
+
+def worst(statuses) -> str:
+    """The summary of several ratings: the worst rating given, else not_measured."""
+    present = set(statuses)
+    return next((s for s in SEVERITY if s in present), "not_measured")
 
 
 def summarize(rows: list[dict]) -> dict:
     counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
-    worst = "fail" if counts["fail"] else "warn" if counts["warn"] else \
-        "pass" if counts["pass"] else "not_measured"
-    return {"status": worst, **counts}
+    return {"status": worst(r["status"] for r in rows), **counts}

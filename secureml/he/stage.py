@@ -15,8 +15,9 @@ from typing import Literal
 
 import numpy as np
 
+from ..audit.metrics import proportion_interval
 from ..errors import ConfigError
-from ..evaluation import predict_logits
+from ..evaluation import CONFIDENCE_LEVEL, predict_logits
 from ..models.outputs import predicted_classes
 from .api import prepare
 from .fidelity import compare
@@ -85,6 +86,9 @@ def evaluate(context, config: Config) -> dict:
         "encrypted_accuracy": headline["encrypted_accuracy"],
         "plaintext_accuracy": headline["plaintext_accuracy"],
         "agreement": headline["agreement"],
+        "agreement_ci": proportion_interval(headline["agreement"], headline["samples"],
+                                            CONFIDENCE_LEVEL),
+        "confidence_level": CONFIDENCE_LEVEL,
         "max_abs_error": max(r["max_abs_error"] for r in runs.values()),
         "latency_s_per_sample": runs["single"]["latency_s_per_sample"] if "single" in runs
         else None,

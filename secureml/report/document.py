@@ -11,6 +11,7 @@ from pathlib import Path
 from .. import __version__
 from ..audit.scorecard import (Policy, data_facts, load_policy, lookup, score, summarize,
                                variant_facts)
+from ..audit.verdict import run_verdict
 from .rundir import read_run
 
 REPORT_SCHEMA = "secureml.report"
@@ -27,7 +28,7 @@ def build_report(run_dirs: list[str | Path], policy: Policy | str | Path | None 
         run["data_scorecard"] = score(data_facts(audit), policy, "data")
         run["data_status"] = summarize(run["data_scorecard"])
         for variant in run["variants"]:
-            variant["scorecard"] = score(variant_facts(variant["metrics"]), policy, "variant")
+            variant["scorecard"] = score(facts_of(run, variant), policy, "variant")
             variant["status"] = summarize(variant["scorecard"])
     return {
         "schema": REPORT_SCHEMA,
@@ -36,11 +37,20 @@ def build_report(run_dirs: list[str | Path], policy: Policy | str | Path | None 
             timespec="seconds"),
         "generator": {"secureml": __version__},
         "policy": {"source": policy.source, "version": policy.version,
-                   "rules": {name: {"fact": r.fact, "threshold": r.describe()}
+                   "rules": {name: {"fact": r.fact, "category": r.category,
+                                    "threshold": r.describe()}
                              for name, r in policy.rules.items()}},
+        "verdicts": [run_verdict(run) for run in runs],
         "runs": runs,
         "comparison": comparison(runs),
     }
+
+
+def facts_of(run: dict, variant: dict) -> dict:
+    """The facts the rules read for `variant`, compared with its run's baseline variant."""
+    baseline = next((v["metrics"] for v in run["variants"] if v["name"] == run.get("baseline")),
+                    None)
+    return variant_facts(variant["metrics"], baseline, variant["name"] == run.get("baseline"))
 
 
 def label(run: dict, variant: dict, runs: list[dict]) -> str:
@@ -54,7 +64,7 @@ def comparison(runs: list[dict]) -> list[dict]:
     for run in runs:
         for variant in run["variants"]:
             m = variant["metrics"]
-            facts = variant_facts(m)
+            facts = facts_of(run, variant)
             rows.append({
                 "variant": label(run, variant, runs),
                 "model": lookup(m, "model.name"),
@@ -63,8 +73,10 @@ def comparison(runs: list[dict]) -> list[dict]:
                 "test_accuracy": lookup(m, "test.accuracy"),
                 "macro_f1": lookup(m, "test.macro_f1"),
                 "accuracy_gap": lookup(facts, "derived.accuracy_gap"),
+                "accuracy_drop": lookup(facts, "derived.accuracy_drop"),
                 "epsilon": lookup(m, "privacy.epsilon"),
                 "empirical_epsilon": lookup(m, "membership.empirical_privacy.epsilon_lower_bound"),
+                "canary_epsilon": lookup(m, "membership.canaries.epsilon_lower_bound"),
                 "mia_auc": lookup(m, "membership.best.auc"),
                 "mia_tpr_at_0.1%_fpr": lookup(m, "membership.best.tpr_at_0.1%_fpr"),
                 "robustness": lookup(m, "robustness.headline"),
@@ -75,5 +87,6 @@ def comparison(runs: list[dict]) -> list[dict]:
                 "status": variant["status"]["status"],
                 "fails": variant["status"]["fail"],
                 "warns": variant["status"]["warn"],
+                "inconclusive": variant["status"]["inconclusive"],
             })
     return rows

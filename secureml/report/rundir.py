@@ -37,6 +37,14 @@ def ratio(value, baseline):
     return round(value / baseline, 4) if value is not None and baseline else None
 
 
+def baseline_variant(variants: list[tuple[str, object]], named: str | None = None) -> str | None:
+    """The run's baseline among (name, defences) pairs in run order: the variant `named` by
+    `audit.baseline`, else the first variant without defences; None if it is not there."""
+    if named is not None:
+        return named if any(name == named for name, _ in variants) else None
+    return next((name for name, defences in variants if not defences), None)
+
+
 def write_json(path: Path, value) -> None:
     """Write atomically (a reader never sees half a file); numpy values become plain JSON."""
     tmp = path.with_suffix(".tmp")
@@ -97,6 +105,8 @@ def read_run(path: str | Path) -> dict:
     missing = [v for v in order if v not in {x["name"] for x in variants}
                and (only is None or v in only)]
     problems.extend(f"variant '{v}' is in config.yaml but has no results" for v in missing)
+    named = ((config or {}).get("audit") or {}).get("baseline") \
+        if isinstance((config or {}).get("audit"), dict) else None
     return {
         "name": (config or {}).get("name") or root.name,
         "directory": str(root.resolve()),
@@ -104,5 +114,7 @@ def read_run(path: str | Path) -> dict:
         "config": config,
         "data": data if isinstance(data, dict) else None,
         "variants": variants,
+        "baseline": baseline_variant([(v["name"], v["metrics"].get("defences"))
+                                      for v in variants], named),
         "problems": problems,
     }

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..audit.scorecard import lookup
+from ..audit.verdict import headline
 from . import plots as P
 from .document import label
 
@@ -99,13 +100,36 @@ def flatten(value, prefix: str = "") -> list[tuple[str, Any]]:
 
 def build_sections(document: dict, with_plots: bool = True) -> list[Section]:
     runs = document["runs"]
-    sections = [_summary(document, with_plots), _scorecards(document)]
+    sections = [_verdict(document), _summary(document, with_plots), _scorecards(document)]
     for run in runs:
         sections.append(_data(run, runs, with_plots))
         for variant in run["variants"]:
             sections.append(_variant(run, variant, runs, with_plots))
     sections.append(_methods(document))
     return sections
+
+
+def _verdict(document: dict) -> Section:
+    s = Section("verdict", "Verdict")
+    s.text("Ratings need evidence that tells them apart from noise: a value measured on a "
+           "sample is rated by its confidence interval, pass or fail only when the whole "
+           "interval is on one side of the policy's threshold, and 'inconclusive' when it "
+           "reaches across. A run's verdict is the worse of its data audit and the variant the "
+           "policy prefers.")
+    for verdict in document.get("verdicts") or []:
+        s.text(f"Run {headline(verdict)}.")
+        s.text(verdict["why"])
+        if verdict["data"]["findings"]:
+            s.text("Data audit: " + "; ".join(verdict["data"]["findings"]) + ".")
+        s.table(["variant", "verdict", "utility rules", "privacy and robustness ratings",
+                 "findings that fail, warn or are inconclusive"],
+                [[v["variant"] + (" (baseline)" if v["baseline"] else "")
+                  + (" (preferred)" if v["variant"] == verdict["preferred"] else ""),
+                  v["status"], "warn or fail" if not v["eligible"] else "no warn or fail",
+                  ", ".join(f"{n} {k}" for k, n in v["privacy_robustness"].items()),
+                  "; ".join(v["findings"]) or "none"] for v in verdict["variants"]],
+                status_column=1)
+    return s
 
 
 def _summary(document: dict, with_plots: bool) -> Section:
@@ -115,14 +139,21 @@ def _summary(document: dict, with_plots: bool) -> Section:
     s.text(f"{count} variant(s) from {len(runs)} run folder(s): "
            + ", ".join(f"{r['name']} ({r['directory']})" for r in runs)
            + f". Findings rated with the audit policy: {document['policy']['source']}.")
-    s.table(["variant", "model", "defences", "test acc", "train-test gap", "epsilon",
-             "empirical eps >=", "MIA AUC", "TPR @0.1% FPR", "robustness", "HE agreement",
-             "train s", "x baseline", "step x plain", "scorecard"],
-            [[r["variant"], r["model"], r["defences"], r["test_accuracy"], r["accuracy_gap"],
-              r["epsilon"], r["empirical_epsilon"], r["mia_auc"], pct(r["mia_tpr_at_0.1%_fpr"]),
-              r["robustness"], r["he_agreement"], r["train_time_s"], r["train_time_ratio"],
-              r["step_vs_plain"], f"{r['status']} ({r['fails']} fail, {r['warns']} warn)"]
-             for r in document["comparison"]], status_column=14)
+    s.table(["variant", "model", "defences", "test acc", "acc drop vs baseline",
+             "train-test gap", "epsilon", "canary eps >=", "indicative eps >=", "MIA AUC",
+             "TPR @0.1% FPR", "robustness", "HE agreement", "train s", "x baseline",
+             "step x plain", "scorecard"],
+            [[r["variant"], r["model"], r["defences"], r["test_accuracy"], r["accuracy_drop"],
+              r["accuracy_gap"], r["epsilon"], r["canary_epsilon"], r["empirical_epsilon"],
+              r["mia_auc"], pct(r["mia_tpr_at_0.1%_fpr"]), r["robustness"], r["he_agreement"],
+              r["train_time_s"], r["train_time_ratio"], r["step_vs_plain"],
+              f"{r['status']} ({r['fails']} fail, {r['warns']} warn, "
+              f"{r['inconclusive']} inconclusive)"]
+             for r in document["comparison"]], status_column=16)
+    s.text("Canary eps >=: the epsilon lower bound of the canary audit (a valid test of the DP "
+           "guarantee at its stated confidence). Indicative eps >=: the bound from the "
+           "membership attacks on the audited examples, indicative only, not a valid "
+           "statistical audit.", note=True)
     if with_plots:
         curves = {}
         histories = {}
@@ -146,30 +177,35 @@ def _summary(document: dict, with_plots: bool) -> Section:
 
 
 def _scorecard_rows(rows: list[dict]) -> list[list]:
-    return [[r["title"], r["value"], r["status"], r["threshold"], r["fact"],
-             r["advice"] if r["status"] in ("warn", "fail") else ""] for r in rows]
+    return [[r["title"], r["value"], r["ci"], r["status"], r["threshold"], r["fact"],
+             r["advice"] if r["status"] in ("warn", "fail") else r["note"]]
+            for r in rows]
 
 
-_SCORECARD_COLUMNS = ["finding", "value", "status", "policy", "measured at", "advice"]
+_SCORECARD_COLUMNS = ["finding", "value", "interval", "status", "policy", "measured at",
+                      "advice or note"]
 
 
 def _scorecards(document: dict) -> Section:
     s = Section("scorecard", "Risk scorecard")
     s.text("Each finding is rated against the audit policy "
-           f"({document['policy']['source']}). 'not measured' means the run did not measure "
-           "it (enable the evaluation to rate it); 'not rated' means the measurement cannot be "
-           "trusted enough to rate (see the section).")
+           f"({document['policy']['source']}). A value measured on a sample is rated by its "
+           "confidence interval (the 'interval' column, at the confidence its section states): "
+           "fail or warn only if the whole interval is beyond the threshold, pass only if it "
+           "is wholly within, 'inconclusive' otherwise. 'not measured' means the run did not "
+           "measure it (enable the evaluation to rate it); 'not rated' means the measurement "
+           "cannot be trusted enough to rate (see the note).")
     runs = document["runs"]
     for run in runs:
         child = Section(slug("scorecard-data", run["name"]), f"Data: {run['name']}")
-        child.table(_SCORECARD_COLUMNS, _scorecard_rows(run["data_scorecard"]), status_column=2)
+        child.table(_SCORECARD_COLUMNS, _scorecard_rows(run["data_scorecard"]), status_column=3)
         s.children.append(child)
         for variant in run["variants"]:
             name = label(run, variant, runs)
             child = Section(slug("scorecard", run["name"], variant["name"]),
                             f"Variant: {name} ({variant['status']['status']})")
             child.table(_SCORECARD_COLUMNS, _scorecard_rows(variant["scorecard"]),
-                        status_column=2)
+                        status_column=3)
             s.children.append(child)
     return s
 
@@ -293,7 +329,8 @@ def _variant(run: dict, variant: dict, runs: list[dict], with_plots: bool) -> Se
     s = Section(vid, f"Variant: {name}")
     s.values([("model", m.get("model")), ("defences", m.get("defences") or "none"),
               ("scorecard", f"{variant['status']['status']} ({variant['status']['fail']} fail, "
-                            f"{variant['status']['warn']} warn)"),
+                            f"{variant['status']['warn']} warn, "
+                            f"{variant['status']['inconclusive']} inconclusive)"),
               ("folder", variant["directory"])])
     s.children.append(_test(vid, name, m, with_plots))
     s.children.append(_training(vid, name, m, variant["history"], with_plots))
@@ -433,24 +470,27 @@ def _empirical(vid: str, mi: dict) -> Section:
     emp = mi.get("empirical_privacy") or {}
     bound, accounted = emp.get("epsilon_lower_bound"), emp.get("accounted_epsilon")
     if bound is not None:
-        verdict = (f"With {pct(emp.get('confidence'))} confidence the attacks prove "
-                   f"epsilon >= {fmt(bound)} (delta {fmt(emp.get('delta'))}; the most these "
-                   f"examples could prove is {fmt(emp.get('max_provable'))}).")
+        above = emp.get("above_accounted", emp.get("guarantee_broken"))
+        verdict = (f"Indicative, not a valid statistical audit: the membership attacks give "
+                   f"epsilon >= {fmt(bound)} at a nominal {pct(emp.get('confidence'))} "
+                   f"(delta {fmt(emp.get('delta'))}; at most {fmt(emp.get('max_provable'))} "
+                   f"with these examples), but the audited examples of one trained model are "
+                   f"not independent trials, so the figure is not rated.")
         if accounted is not None:
-            verdict += (" THE DP GUARANTEE IS BROKEN: the lower bound exceeds the accounted "
-                        f"epsilon {fmt(accounted)}." if emp.get("guarantee_broken") else
-                        f" Consistent with the accounted epsilon {fmt(accounted)}.")
-        else:
-            verdict += " No DP accounting in this variant to compare with."
+            verdict += (f" It is above the accounted epsilon {fmt(accounted)}: run the canary "
+                        f"audit (canaries: m) to test the guarantee." if above else
+                        f" It is below the accounted epsilon {fmt(accounted)}.")
         s.text(verdict)
         s.values(flatten(emp))
     canaries = mi.get("canaries")
     if canaries:
-        s.text(f"Canary audit: {canaries.get('canaries')} {canaries.get('kind')}, each trained "
-               f"on with probability 1/2; {canaries.get('correct')} of "
-               f"{canaries.get('guesses')} guesses right; epsilon >= "
+        s.text(f"Canary audit (Steinke, Nasr & Jagielski 2023, one training run): "
+               f"{canaries.get('canaries')} {canaries.get('kind')}, each trained on with "
+               f"probability 1/2; {canaries.get('correct')} of {canaries.get('guesses')} "
+               f"guesses right; with {pct(canaries.get('confidence'))} confidence epsilon >= "
                f"{fmt(canaries.get('epsilon_lower_bound'))}"
-               + (" (GUARANTEE BROKEN)" if canaries.get("guarantee_broken") else "") + ".")
+               + (" (GUARANTEE BROKEN: above the accounted epsilon)"
+                  if canaries.get("guarantee_broken") else "") + ".")
         s.values([(k, v) for k, v in flatten(canaries) if not k.startswith("tpr_at_fpr")])
     return s
 
@@ -464,8 +504,14 @@ def _robustness(vid: str, name: str, rob: dict, with_plots: bool) -> Section:
     s.table(["attack", *budgets], [[a, *[row.get(b) for b in budgets]]
                                    for a, row in table.items()])
     worst = rob.get("worst_case") or {}
-    s.table(["worst case over attacks", *[b for row in worst.values() for b in row]],
-            [[norm, *row.values()] for norm, row in worst.items()])
+    s.table(["budgets", "budget", "worst case over the attacks run at that budget"],
+            [[norm, budget, accuracy] for norm, row in worst.items()
+             for budget, accuracy in row.items()])
+    every = rob.get("worst_case_all_attacks")
+    if every:
+        s.text(f"Worst case over every attack at its largest budget: "
+               f"{pct(every.get('robust_accuracy'))} of {every.get('examples')} examples "
+               f"withstand all of {', '.join(every.get('covers') or [])}.")
     if with_plots:
         s.plot(slug(vid, "plot-robustness"), "Robust accuracy against epsilon",
                P.robust_accuracy(rob.get("attacks"), rob.get("clean_accuracy"),
@@ -477,8 +523,9 @@ def _robustness(vid: str, name: str, rob: dict, with_plots: bool) -> Section:
                     [[c.get("name"), {True: "pass", False: "fail", None: "not_measured"}[
                         c.get("passed")], c.get("detail")] for c in checks], status_column=1)
         s.children.append(child)
-    rest = {k: v for k, v in rob.items() if k not in ("headline", "robust_accuracy",
-                                                     "worst_case", "attacks", "sanity_checks")}
+    rest = {k: v for k, v in rob.items() if k not in ("headline", "robust_accuracy", "worst_case",
+                                                     "worst_case_all_attacks", "attacks",
+                                                     "sanity_checks")}
     child = Section(slug(vid, "robustness-settings"), "Settings and cost")
     child.values(flatten(rest))
     s.children.append(child)
@@ -510,24 +557,39 @@ _METHODS = [
      "al. 2022) train shadow models with the variant's own recipe. ROC AUC intervals: Hanley & "
      "McNeil; TPR intervals: Clopper-Pearson. The 0.1% FPR threshold is read off the same "
      "examples it is applied to."),
-    ("Empirical epsilon", "FPR and FNR measured at a threshold chosen on a separate half of the "
-     "examples, each bounded above by Clopper-Pearson; (eps, delta)-DP implies "
-     "TPR <= e^eps FPR + delta, so the bounds give the smallest epsilon consistent with the "
-     "attack. Canary audit: Steinke, Nasr & Jagielski 2023."),
+    ("Empirical epsilon", "Canary audit (rated): canaries each trained on with probability "
+     "1/2 in one training run; the count of right guesses bounds epsilon at the stated "
+     "confidence (Steinke, Nasr & Jagielski 2023, delta included). Membership-based figure "
+     "(indicative, not rated): FPR and FNR at a threshold chosen on a separate half of the "
+     "examples, each bounded above by Clopper-Pearson, through TPR <= e^eps FPR + delta; it "
+     "treats the audited examples of one model as independent trials, which they are not."),
+    ("Intervals", "Accuracies and agreement rates: Clopper-Pearson. Train-test gap: the train "
+     "accuracy minus the test accuracy's interval. Accuracy drop against the baseline: MOVER "
+     "combination of both test intervals (Zou & Donner 2008; treats them as independent, "
+     "which errs towards inconclusive). Strongest membership attack: each attack's interval "
+     "at a Bonferroni-corrected confidence, maximized over attacks."),
     ("Data audit", "Duplicates by hashing (raw/normalized text, 8-bit pixels, 64-bit DCT "
      "perceptual hashes with banded candidate search); suspicious labels by cross-validated "
      "disagreement with a linear model (low self-confidence); outliers by robust z-scores; "
      "personal data by patterns with a Luhn check for card numbers."),
     ("Scorecard", "Each rule of the audit policy compares one value of the run folder (its path "
-     "is listed as 'measured at') with the policy's thresholds."),
+     "is listed as 'measured at') with the policy's thresholds: by its interval where one was "
+     "measured (pass, warn or fail only when the whole interval is on one side, else "
+     "inconclusive), by its value otherwise."),
+    ("Verdicts", "A variant's verdict is its worst rating (fail > warn > inconclusive > pass). "
+     "The preferred variant: among those none of whose utility rules warn or fail, the fewest "
+     "privacy and robustness ratings that fail, then warn, then are inconclusive, then the most "
+     "that pass, then the smallest accounted epsilon; ties are named. The run's verdict is the "
+     "worse of the data audit's and the preferred variant's."),
 ]
 
 
 def _methods(document: dict) -> Section:
     s = Section("methods", "How the numbers were measured")
     s.table(["what", "how"], [list(row) for row in _METHODS])
-    s.table(["policy rule", "value at", "thresholds"],
-            [[name, r["fact"], r["threshold"]] for name, r in document["policy"]["rules"].items()])
+    s.table(["policy rule", "category", "value at", "thresholds"],
+            [[name, r["category"], r["fact"], r["threshold"]]
+             for name, r in document["policy"]["rules"].items()])
     s.values([("report schema", f"{document['schema']} v{document['schema_version']}"),
               ("generated", document["generated_at"]),
               ("secureml", document["generator"]["secureml"]),

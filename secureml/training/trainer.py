@@ -94,6 +94,8 @@ class TrainingSetup:
     # Text: where the token ids' vocabulary came from (a dp_sgd.vocabulary.Vocabulary), for a
     # defence whose guarantee depends on it. None: unknown.
     vocabulary: Any = None
+    # Whether defences may print (a warning about the plan before training starts).
+    progress: bool = True
 
     def describe(self) -> dict:
         return {"objective": self.objective.describe(), "engine": self.engine.describe(),
@@ -140,7 +142,7 @@ def train(model: tf.keras.Model | Callable[[], tf.keras.Model], x: np.ndarray, y
     with strategy.scope():
         base = model() if callable(model) and not isinstance(model, tf.keras.Model) else model
         setup = TrainingSetup(model=base, config=config, num_examples=len(y), strategy=strategy,
-                              seed=seed, vocabulary=vocabulary)
+                              seed=seed, vocabulary=vocabulary, progress=progress)
         for defence in defences:
             defence.apply(setup)
         trainable = HardenedModel(setup.model, setup.objective, setup.engine)

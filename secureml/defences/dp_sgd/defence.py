@@ -13,13 +13,18 @@ import math
 
 import tensorflow as tf
 
+from ...console import log
 from ...errors import ConfigError, UnsupportedError
 from .accounting import make_plan
 from .callback import PrivacyAccounting
 from .config import Config
 from .engines import EngineChoice
 from .sampling import PoissonBatches
+<<<<<<< HEAD
 from .vocabulary import PRIVATE_REASON
+=======
+from .signal import BURIED, buried_warning, signal_to_noise, trainable_parameters
+>>>>>>> h14-verdicts
 
 # Layers whose output for one example depends on the other examples of the batch.
 EXAMPLE_MIXING_LAYERS = (tf.keras.layers.BatchNormalization,)
@@ -49,7 +54,13 @@ class DPSGD:
         self.engine = None
         self.accounting = None
         self.replicas = 1
+<<<<<<< HEAD
         self.vocabulary = None
+=======
+        self.parameters = 0
+        self.signal_to_noise = None
+        self.signal_warning = None
+>>>>>>> h14-verdicts
 
     def apply(self, setup) -> None:
         config, training = self.config, setup.config
@@ -70,6 +81,7 @@ class DPSGD:
             threshold_delta=dp_vocabulary.threshold_delta if dp_vocabulary else 0.0)
         self._check_microbatches(training.batch_size)
         self._check_budget()
+        self._check_signal(setup)
         poisson = config.sampling == "poisson"
         self.engine = EngineChoice(
             setup, config.clipping, l2_norm_clip=config.l2_norm_clip,
@@ -81,6 +93,19 @@ class DPSGD:
             setup.batching = PoissonBatches()
         self.accounting = PrivacyAccounting(self.plan, config.budget, config.stop_at_budget)
         setup.callbacks.append(self.accounting)
+
+    def _check_signal(self, setup) -> None:
+        """Before training: warn when the planned noise buries any signal (see `signal`)."""
+        plan = self.plan
+        self.parameters = trainable_parameters(setup.model)
+        batch = self.config.num_microbatches or plan.batch_size
+        self.signal_to_noise = signal_to_noise(plan.noise_multiplier, batch, plan.steps,
+                                               self.parameters)
+        if self.signal_to_noise < BURIED:
+            self.signal_warning = buried_warning(self.signal_to_noise, plan.noise_multiplier,
+                                                 plan.data_size, batch, plan.steps,
+                                                 self.parameters)
+            log(setup.progress, f"secureml: warning: {self.signal_warning}")
 
     def _check_microbatches(self, batch_size: int) -> None:
         k = self.config.num_microbatches
@@ -136,7 +161,12 @@ class DPSGD:
             "num_microbatches": config.num_microbatches,
             "replicas": self.replicas,
             "noise_multiplier_per_replica": plan.noise_multiplier / math.sqrt(self.replicas),
+<<<<<<< HEAD
             "vocabulary": vocabulary,
+=======
+            "trainable_parameters": self.parameters,
+            "signal_to_noise": self.signal_to_noise,
+>>>>>>> h14-verdicts
             "guarantee_holds": holds,
             "guarantee": (f"({epsilon:.3g}, {plan.total_delta:.2g})-differential privacy of "
                           f"{covered} with respect to adding or removing any one training "
@@ -162,6 +192,7 @@ class DPSGD:
             notes.append(f"{self.replicas} replicas each add noise with multiplier "
                          f"{plan.noise_multiplier / math.sqrt(self.replicas):.4g}; their sum "
                          "has the standard deviation the accountant assumes")
+<<<<<<< HEAD
         source = self.vocabulary.plan.source if self.vocabulary is not None else None
         if source == "private":
             holds = False
@@ -184,6 +215,14 @@ class DPSGD:
                          "accounted: the guarantee covers the weights given that vocabulary, "
                          "not the vocabulary itself (fitted on the training texts it holds "
                          "their words)")
+=======
+        if self.data_kind == "text":
+            notes.append("the text vocabulary was fitted on the training texts without "
+                         "differential privacy; the guarantee covers the weights given that "
+                         "vocabulary, not the vocabulary itself")
+        if self.signal_warning:
+            notes.append(f"NOTHING TO LEARN: {self.signal_warning}")
+>>>>>>> h14-verdicts
         notes.append("covers the model weights only: training loss and accuracy (history.json, "
                      "the train section) are computed on the training data without noise")
         notes.append("sampling and noise are pseudo-random from the run's seed; anyone who "
