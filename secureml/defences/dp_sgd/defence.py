@@ -20,11 +20,8 @@ from .callback import PrivacyAccounting
 from .config import Config
 from .engines import EngineChoice
 from .sampling import PoissonBatches
-<<<<<<< HEAD
-from .vocabulary import PRIVATE_REASON
-=======
 from .signal import BURIED, buried_warning, signal_to_noise, trainable_parameters
->>>>>>> h14-verdicts
+from .vocabulary import PRIVATE_REASON
 
 # Layers whose output for one example depends on the other examples of the batch.
 EXAMPLE_MIXING_LAYERS = (tf.keras.layers.BatchNormalization,)
@@ -54,13 +51,10 @@ class DPSGD:
         self.engine = None
         self.accounting = None
         self.replicas = 1
-<<<<<<< HEAD
         self.vocabulary = None
-=======
         self.parameters = 0
         self.signal_to_noise = None
         self.signal_warning = None
->>>>>>> h14-verdicts
 
     def apply(self, setup) -> None:
         config, training = self.config, setup.config
@@ -161,12 +155,9 @@ class DPSGD:
             "num_microbatches": config.num_microbatches,
             "replicas": self.replicas,
             "noise_multiplier_per_replica": plan.noise_multiplier / math.sqrt(self.replicas),
-<<<<<<< HEAD
             "vocabulary": vocabulary,
-=======
             "trainable_parameters": self.parameters,
             "signal_to_noise": self.signal_to_noise,
->>>>>>> h14-verdicts
             "guarantee_holds": holds,
             "guarantee": (f"({epsilon:.3g}, {plan.total_delta:.2g})-differential privacy of "
                           f"{covered} with respect to adding or removing any one training "
@@ -192,7 +183,6 @@ class DPSGD:
             notes.append(f"{self.replicas} replicas each add noise with multiplier "
                          f"{plan.noise_multiplier / math.sqrt(self.replicas):.4g}; their sum "
                          "has the standard deviation the accountant assumes")
-<<<<<<< HEAD
         source = self.vocabulary.plan.source if self.vocabulary is not None else None
         if source == "private":
             holds = False
@@ -215,14 +205,8 @@ class DPSGD:
                          "accounted: the guarantee covers the weights given that vocabulary, "
                          "not the vocabulary itself (fitted on the training texts it holds "
                          "their words)")
-=======
-        if self.data_kind == "text":
-            notes.append("the text vocabulary was fitted on the training texts without "
-                         "differential privacy; the guarantee covers the weights given that "
-                         "vocabulary, not the vocabulary itself")
         if self.signal_warning:
             notes.append(f"NOTHING TO LEARN: {self.signal_warning}")
->>>>>>> h14-verdicts
         notes.append("covers the model weights only: training loss and accuracy (history.json, "
                      "the train section) are computed on the training data without noise")
         notes.append("sampling and noise are pseudo-random from the run's seed; anyone who "
