@@ -19,3 +19,7 @@ class DataError(SecureMLError, ValueError):
 
 class UnsupportedError(SecureMLError):
     """A model, layer or setting that a capability does not support."""
+
+
+class TrainingError(SecureMLError):
+    """Training cannot go on: its loss or weights are no longer finite numbers."""

@@ -18,7 +18,10 @@ from .. import schema
 from ..errors import ConfigError
 
 POLICY_VERSION = 1
-STATUSES = ("pass", "warn", "fail", "not_measured", "not_rated")
+# running / interrupted / failed: the stage that measures the fact was meant to run but did
+# not finish (secureml.status), which is neither a pass nor "not measured".
+UNFINISHED = ("running", "interrupted", "failed")
+STATUSES = ("pass", "warn", "fail", "not_measured", "not_rated", *UNFINISHED)
 # The fact roots that describe the data set rather than a trained variant.
 DATA_ROOT = "data_audit"
 
@@ -163,15 +166,19 @@ def data_facts(audit: dict | None) -> dict:
     return {DATA_ROOT: audit or {}}
 
 
-def score(facts: dict, policy: Policy, scope: str) -> list[dict]:
-    """Rate every rule of `scope` ("variant" or "data") against `facts`."""
+def score(facts: dict, policy: Policy, scope: str, unfinished=None) -> list[dict]:
+    """Rate every rule of `scope` ("variant" or "data") against `facts`.
+
+    `unfinished(section)` says why a section is missing when its stage did not finish
+    (one of UNFINISHED, else None); a rule on such a section is rated with that.
+    """
     rows = []
     for name, rule in policy.rules.items():
         if rule.scope != scope:
             continue
         value = lookup(facts, rule.fact)
         if value is None:
-            status = "not_measured"
+            status = (unfinished and unfinished(rule.fact.split(".")[0])) or "not_measured"
         elif rule.only_if is not None and not lookup(facts, rule.only_if):
             status = "not_rated"
         elif not isinstance(value, (int, float, bool)):
@@ -186,6 +193,7 @@ def score(facts: dict, policy: Policy, scope: str) -> list[dict]:
 
 def summarize(rows: list[dict]) -> dict:
     counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
-    worst = "fail" if counts["fail"] else "warn" if counts["warn"] else \
+    worst = "fail" if counts["fail"] else \
+        "incomplete" if any(counts[s] for s in UNFINISHED) else "warn" if counts["warn"] else \
         "pass" if counts["pass"] else "not_measured"
     return {"status": worst, **counts}
