@@ -27,3 +27,7 @@ class KeyFileError(SecureMLError):
 
 class UnsafeModelError(DataError):
     """A model file refused because loading it could run code, or it is not the file named."""
+
+
+class TrainingError(SecureMLError):
+    """Training cannot go on: its loss or weights are no longer finite numbers."""

@@ -3,8 +3,10 @@
 ```
 runs/<name>-<time>/
   config.yaml           the resolved config, every default filled in
+  status.json           whether the run finished: stages data and report (secureml.status)
   data.json             data summary (sizes, source, classes) and the data audit
   <variant>/
+    status.json         whether each stage finished: training, test, each evaluation
     model/model.keras   the trained logits model
     vectorizer/         text only: the vocabulary this variant used (dp_sgd.vocabulary)
     history.json        per-epoch values (loss, accuracy, validation, epsilon, ...)
@@ -39,6 +41,7 @@ from .training import TrainResult, configure_runtime, make_strategy, train
 from .training.resources import library_versions
 from .console import log as _log
 from .report.rundir import baseline_variant, ratio, write_json as _write_json
+from .status import Status
 
 METRICS_SCHEMA_VERSION = 1
 
@@ -152,28 +155,33 @@ def run_experiment(config: ExperimentConfig | str | Path, *, out_dir: str | Path
     _write_yaml(run_dir / "config.yaml", config.to_dict())
     _log(progress, f"run folder: {run_dir}")
 
-    data = load_dataset(config.data, seed=config.seed, progress=progress)
-    inputs = VariantInputs(data, config.data, selected)
-    data_record = {"summary": data.summary(), "audit": _data_audit(config, data, progress)}
-    _write_json(run_dir / "data.json", data_record)
-    _log(progress, f"data: {data.name} ({data.kind}), {data.num_classes} classes, "
-                   f"train/val/test = {len(data.y_train)}/{len(data.y_val)}/{len(data.y_test)}")
-
     # The baseline (audit.baseline, else the first variant without defences) trains first, so
     # every other variant's cost is compared with it as soon as that variant is measured.
     named = baseline_variant([(v.name, v.defences) for v in selected], config.audit.baseline)
     baseline = next((v for v in selected if v.name == named), None)
     order = ([baseline] if baseline else []) + [v for v in selected if v is not baseline]
     result = RunResult(run_dir)
-    for variant in order:
-        base_cost = result.metrics[baseline.name]["cost"] if baseline and variant is not baseline \
-            else None
-        result.metrics[variant.name] = _run_variant(config, variant, data, inputs(variant),
-                                                    run_dir, strategy, progress, baseline,
-                                                    base_cost)
-    result.metrics = {v.name: result.metrics[v.name] for v in selected}
-    if config.audit.report:
-        _write_report(run_dir, progress)
+    stages = ["data"] + (["report"] if config.audit.report else [])
+    with Status(run_dir, stages, variants=[v.name for v in order]) as status:
+        with status.stage("data"):
+            data = load_dataset(config.data, seed=config.seed, progress=progress)
+            inputs = VariantInputs(data, config.data, selected)
+            data_record = {"summary": data.summary(),
+                           "audit": _data_audit(config, data, progress)}
+            _write_json(run_dir / "data.json", data_record)
+        _log(progress, f"data: {data.name} ({data.kind}), {data.num_classes} classes, "
+                       f"train/val/test = {len(data.y_train)}/{len(data.y_val)}/"
+                       f"{len(data.y_test)}")
+        for variant in order:
+            base_cost = result.metrics[baseline.name]["cost"] \
+                if baseline and variant is not baseline else None
+            result.metrics[variant.name] = _run_variant(config, variant, data, inputs(variant),
+                                                        run_dir, strategy, progress, baseline,
+                                                        base_cost)
+        result.metrics = {v.name: result.metrics[v.name] for v in selected}
+        if config.audit.report:
+            with status.stage("report"):
+                _write_report(run_dir, progress)
     _log(progress, summary_table(result.metrics))
     return result
 
@@ -183,6 +191,35 @@ def _run_variant(config: ExperimentConfig, variant: VariantConfig, data: Dataset
                  baseline: VariantConfig | None, baseline_cost: dict | None) -> dict:
     directory = run_dir / variant.name
     directory.mkdir(parents=True, exist_ok=True)
+    evaluations = {name: registry.evaluation_module(name) for name in registry.EVALUATIONS
+                   if name in variant.evaluation}
+    stages = ["training", "test", *[module.SECTION for module in evaluations.values()]]
+    with Status(directory, stages) as status:
+        with status.stage("training"):
+            trained = _train_and_save(config, variant, data, inputs, directory, strategy,
+                                      progress)
+        with status.stage("test"):
+            metrics = _variant_metrics(config, variant, data, inputs, trained)
+            if baseline is not None:
+                _add_baseline_ratios(metrics["cost"], baseline.name,
+                                     baseline_cost or metrics["cost"])
+            _write_json(directory / "metrics.json", metrics)
+        _log(progress, f"variant '{variant.name}': test accuracy "
+                       f"{metrics['test']['accuracy']:.4f} in {trained.cost['train_time_s']:.1f}s"
+                       + _engine_note(metrics))
+
+        context = VariantContext(config, variant, data, inputs, trained.model, trained, metrics,
+                                 directory, strategy, progress)
+        for name, module in evaluations.items():
+            with status.stage(module.SECTION):
+                _log(progress, f"variant '{variant.name}': {name}")
+                metrics[module.SECTION] = module.evaluate(context, variant.evaluation[name])
+                _write_json(directory / "metrics.json", metrics)
+    return metrics
+
+
+def _train_and_save(config: ExperimentConfig, variant: VariantConfig, data: Dataset,
+                    inputs: PreparedInputs, directory: Path, strategy, progress: bool):
     spec = model_spec(variant.model_name)
     if spec.kind != data.kind:
         raise ConfigError(f"variant '{variant.name}': model '{variant.model_name}' takes "
@@ -198,7 +235,14 @@ def _run_variant(config: ExperimentConfig, variant: VariantConfig, data: Dataset
     trained = _train_variant(config, variant, data.kind, builder, inputs.x_train, inputs.y_train,
                              (inputs.x_val, inputs.y_val), strategy, config.seed, progress,
                              label=f"[{variant.name}] ", vocabulary=inputs.vocabulary)
-    metrics = {
+    _save_artifacts(directory, trained, inputs, config.output.save_model)
+    _write_json(directory / "history.json", trained.history)
+    return trained
+
+
+def _variant_metrics(config: ExperimentConfig, variant: VariantConfig, data: Dataset,
+                     inputs: PreparedInputs, trained: TrainResult) -> dict:
+    return {
         "schema_version": METRICS_SCHEMA_VERSION,
         "run": config.name,
         "variant": variant.name,
@@ -218,23 +262,6 @@ def _run_variant(config: ExperimentConfig, variant: VariantConfig, data: Dataset
                         "device": trained.cost["device"]},
         **trained.sections,
     }
-    if baseline is not None:
-        _add_baseline_ratios(metrics["cost"], baseline.name, baseline_cost or metrics["cost"])
-    _save_artifacts(directory, trained, inputs, config.output.save_model)
-    _write_json(directory / "history.json", trained.history)
-    _write_json(directory / "metrics.json", metrics)
-    _log(progress, f"variant '{variant.name}': test accuracy {metrics['test']['accuracy']:.4f} "
-                   f"in {trained.cost['train_time_s']:.1f}s" + _engine_note(metrics))
-
-    context = VariantContext(config, variant, data, inputs, trained.model, trained, metrics,
-                             directory, strategy, progress)
-    for name in registry.EVALUATIONS:
-        if name in variant.evaluation:
-            module = registry.evaluation_module(name)
-            _log(progress, f"variant '{variant.name}': {name}")
-            metrics[module.SECTION] = module.evaluate(context, variant.evaluation[name])
-            _write_json(directory / "metrics.json", metrics)
-    return metrics
 
 
 def _train_variant(config: ExperimentConfig, variant: VariantConfig, data_kind: str, builder, x,

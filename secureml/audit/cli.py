@@ -4,6 +4,8 @@ Reloads the data exactly as the run did (same config, same seed; refused if the 
 runs the data audit if the folder has none (or with --data), runs the membership audit on each
 variant's saved model (settings from the variant's `evaluation.membership`, or the defaults,
 with --set overrides), writes the results into the folder and renders report.json/md/html.
+Each of these is a stage in the folder's status.json files (secureml.status). With no variant
+to audit (no saved model: an empty, wrong or unfinished folder) it writes nothing and exits 2.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import yaml
 from ..console import log as _log
 from ..errors import ConfigError, DataError
 from ..report.rundir import write_json as _write_json
+from ..status import Status
 
 
 def add_arguments(parser) -> None:
@@ -40,28 +43,47 @@ def main(args) -> int:
     from ..runner import select_variants
 
     run_dir, only = run_folder(args.run_dir)
-    variants = args.variants or only
     progress = not args.quiet
     overrides = _parse_overrides(args.overrides)
     config = _load_run_config(run_dir)
-    data = None
-    data_record = _read_json(run_dir / "data.json") or {}
-    if args.data or not isinstance(data_record.get("audit"), dict) \
-            or "duplicates" not in data_record["audit"]:
-        data = _load_data(config, run_dir, data_record, progress)
-        from .data_audit import audit_dataset
-        _log(progress, "data audit")
-        data_record["audit"] = audit_dataset(data, progress=progress)
-        data_record.setdefault("summary", data.summary())
-        _write_json(run_dir / "data.json", data_record)
-    if not args.no_membership:
-        data = data or _load_data(config, run_dir, data_record, progress)
-        for variant in select_variants(config, variants):
+    selected = select_variants(config, args.variants or only)
+    audited = [] if args.no_membership else [v for v in selected if _trained(run_dir / v.name)]
+    if not args.no_membership and not audited:
+        # Nothing is written then: a report of nothing would read like a clean audit.
+        raise ConfigError(f"nothing to audit in {run_dir}: no variant has a saved model and "
+                          f"metrics.json (the run stopped before any variant was trained, or "
+                          f"ran with output.save_model off); see its status.json, or pass "
+                          f"--no-membership for the data audit alone")
+    for variant in selected:
+        if variant not in audited and not args.no_membership:
+            _log(True, f"variant '{variant.name}': no saved model or metrics.json "
+                       f"(output.save_model off, or the run stopped before it); skipped")
+    with Status(run_dir, resume=True) as status:
+        data = None
+        data_record = _read_json(run_dir / "data.json") or {}
+        if args.data or not isinstance(data_record.get("audit"), dict) \
+                or "duplicates" not in data_record["audit"]:
+            with status.stage("data"):
+                data = _load_data(config, run_dir, data_record, progress)
+                from .data_audit import audit_dataset
+                _log(progress, "data audit")
+                data_record["audit"] = audit_dataset(data, progress=progress)
+                data_record.setdefault("summary", data.summary())
+                _write_json(run_dir / "data.json", data_record)
+        if audited:
+            data = data or _load_data(config, run_dir, data_record, progress)
+        for variant in audited:
             _audit_variant(config, variant, data, run_dir, overrides, progress)
-    paths = write_report([run_dir], run_dir, args.policy)
+        with status.stage("report"):
+            paths = write_report([run_dir], run_dir, args.policy)
     for path in paths:
         print(path)
     return 0
+
+
+def _trained(directory: Path) -> bool:
+    return (directory / "model" / "model.keras").is_file() and \
+        isinstance(_read_json(directory / "metrics.json"), dict)
 
 
 def _parse_overrides(items: list[str]) -> dict:
@@ -117,10 +139,6 @@ def _audit_variant(config, variant, data, run_dir: Path, overrides: dict,
     directory = run_dir / variant.name
     model_path = directory / "model" / "model.keras"
     metrics = _read_json(directory / "metrics.json")
-    if not model_path.exists() or not isinstance(metrics, dict):
-        _log(True, f"variant '{variant.name}': no saved model or metrics.json "
-                   f"(output.save_model off, or the run was interrupted); skipped")
-        return
     base = variant.evaluation.get("membership")
     settings = {**(schema.to_dict(base) if base is not None else {}), **overrides}
     member_config = schema.build(membership.Config, settings, "membership")
@@ -133,8 +151,9 @@ def _audit_variant(config, variant, data, run_dir: Path, overrides: dict,
     context = VariantContext(config, variant, data, inputs, model, None, metrics, directory,
                              make_strategy(config.runtime), progress)
     _log(progress, f"variant '{variant.name}': membership audit")
-    metrics[membership.SECTION] = membership.evaluate(context, member_config)
-    _write_json(directory / "metrics.json", metrics)
+    with Status(directory, resume=True) as status, status.stage(membership.SECTION):
+        metrics[membership.SECTION] = membership.evaluate(context, member_config)
+        _write_json(directory / "metrics.json", metrics)
     best = metrics[membership.SECTION]["best"]
     _log(progress, f"variant '{variant.name}': best AUC {best['auc']:.3f} "
                    f"({best['auc_attack']}), TPR at 0.1% FPR {best['tpr_at_0.1%_fpr']:.2%} "

@@ -29,9 +29,12 @@ from .metrics import difference_interval
 # category).
 POLICY_VERSION = 2
 READABLE_VERSIONS = (1, 2)
-STATUSES = ("pass", "warn", "fail", "inconclusive", "not_measured", "not_rated")
-# From worst to best: what a summary of several ratings shows.
-SEVERITY = ("fail", "warn", "inconclusive", "pass")
+# running / interrupted / failed: the stage that measures the fact was meant to run but did
+# not finish (secureml.status), which is neither a pass nor "not measured".
+UNFINISHED = ("running", "interrupted", "failed")
+STATUSES = ("pass", "warn", "fail", "inconclusive", "not_measured", "not_rated", *UNFINISHED)
+# From worst to best: what a summary of several ratings shows ("incomplete": any unfinished).
+SEVERITY = ("fail", "incomplete", "warn", "inconclusive", "pass")
 # The fact roots that describe the data set rather than a trained variant.
 DATA_ROOT = "data_audit"
 # Facts shown in the report but never rated, and why.
@@ -240,8 +243,12 @@ def _interval(value) -> list[float] | None:
     return None
 
 
-def score(facts: dict, policy: Policy, scope: str) -> list[dict]:
-    """Rate every rule of `scope` ("variant" or "data") against `facts`."""
+def score(facts: dict, policy: Policy, scope: str, unfinished=None) -> list[dict]:
+    """Rate every rule of `scope` ("variant" or "data") against `facts`.
+
+    `unfinished(section)` says why a section is missing when its stage did not finish
+    (one of UNFINISHED, else None); a rule on such a section is rated with that.
+    """
     rows = []
     for name, rule in policy.rules.items():
         if rule.scope != scope:
@@ -254,7 +261,7 @@ def score(facts: dict, policy: Policy, scope: str) -> list[dict]:
                            if rule.fact == prefix or rule.fact.startswith(prefix + ".")), None)
         note = ""
         if value is None:
-            status = "not_measured"
+            status = (unfinished and unfinished(rule.fact.split(".")[0])) or "not_measured"
         elif indicative:
             status, note = "not_rated", indicative
         elif rule.only_if is not None and not lookup(facts, rule.only_if):
@@ -280,7 +287,7 @@ def _level(confidence) -> str:
 
 def worst(statuses) -> str:
     """The summary of several ratings: the worst rating given, else not_measured."""
-    present = set(statuses)
+    present = {"incomplete" if s in UNFINISHED else s for s in statuses}
     return next((s for s in SEVERITY if s in present), "not_measured")
 
 

@@ -4,12 +4,16 @@
 <output.dir>/<grid name>/
   grid.yaml             the grid as validated
   cells/<cell>.yaml     each cell's run config (`secureml run` reruns one cell by hand)
-  invocations.json      one record per `secureml bench` invocation: hardware, load, command
+  invocations.json      one record per `secureml bench` invocation: hardware, load, command,
+                        status (written as running at the start, so a killed one is listed)
   runs/<cell folder>/   a normal run folder (config.yaml, <setting>/metrics.json, ...) plus
                         bench.json: cell, config hash, invocation, status, wall time, inference
+  .staging/             where a cell runs; it replaces runs/<cell folder> once it is done
   results.csv results.json results.md plots/*.png
 ```
-Each cell runs as `secureml run` in its own Python process. A cell is finished when its
+Each cell runs as `secureml run` in its own Python process, into `.staging/`; only then does it
+replace the cell's earlier folder (a failed attempt replaces only one that had not finished),
+so a rerun that dies keeps the earlier result. A cell is finished when its
 bench.json says complete for the cell's current config hash and its metrics.json holds every
 section the cell's evaluations write. Costs are divided by the baseline cell of the same data
 set, model and seed; whenever a cell of a group runs, the group's baseline runs again in the
@@ -17,7 +21,7 @@ same invocation, so new ratios never mix two invocations.
 """
 from __future__ import annotations
 
-import json
+import os
 import resource
 import shutil
 import subprocess
@@ -34,12 +38,16 @@ import yaml
 from .. import registry
 from ..console import log as _log
 from ..errors import SecureMLError
-from ..report.rundir import read_json
+from ..report.rundir import read_json, write_json
 from ..security.loading import load_model
+from ..status import (COMPLETE, INTERRUPTED, RUNNING, error_record, outcome, process_alive,
+                      sigterm_interrupts, this_process)
 from .grid import Cell, Grid
 from .hardware import hardware_record, load_average
 
 STATE_FILE = "bench.json"
+INVOCATIONS_FILE = "invocations.json"
+STAGING = ".staging"
 
 
 @dataclass
@@ -94,27 +102,44 @@ def run_grid(grid: Grid, *, out_dir: str | Path | None = None, rerun: bool = Fal
     (bench_dir / "runs").mkdir(parents=True, exist_ok=True)
     (bench_dir / "grid.yaml").write_text(yaml.safe_dump(grid.to_dict(), sort_keys=False))
     invocation = {"id": time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6],
-                  "command": command, "hardware": hardware_record(), "cells_run": []}
+                  "command": command, "status": RUNNING, **this_process(),
+                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                  "hardware": hardware_record(), "cells_run": [], "cells_failed": {}}
     result = BenchResult(bench_dir)
     cells = grid.cells()
+    _recover_replaced(bench_dir, cells)
     todo = _cells_to_run(bench_dir, cells, rerun)
     result.resumed = [c.id for c in cells if c.id not in {t.id for t in todo}]
     _log(progress, f"bench {grid.name}: {len(cells)} cells, {len(todo)} to run, "
                    f"{len(result.resumed)} finished earlier; folder {bench_dir}")
-    for index, cell in enumerate(todo, 1):
-        _log(progress, f"bench: cell {index}/{len(todo)} {cell.id}"
-                       + (" (baseline)" if cell.baseline else ""))
-        state = _run_cell(bench_dir, cell, grid, invocation["id"], progress)
-        invocation["cells_run"].append(cell.id)
-        if state["status"] == "complete":
-            result.ran.append(cell.id)
-            _log(progress, f"bench: {cell.id} done in {state['wall_time_s']:.1f}s")
-        else:
-            result.failed.append(cell.id)
-            _log(progress, f"bench: {cell.id} FAILED: {state['error']}")
-    invocation["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    invocation["load_average_end"] = load_average()
-    _append_invocation(bench_dir, invocation)
+    _save_invocation(bench_dir, invocation)
+    try:
+        with sigterm_interrupts():
+            for index, cell in enumerate(todo, 1):
+                _log(progress, f"bench: cell {index}/{len(todo)} {cell.id}"
+                               + (" (baseline)" if cell.baseline else ""))
+                invocation["current_cell"] = cell.id
+                _save_invocation(bench_dir, invocation)
+                state = _run_cell(bench_dir, cell, grid, invocation["id"], progress)
+                invocation["cells_run"].append(cell.id)
+                if state["status"] == "complete":
+                    result.ran.append(cell.id)
+                    _log(progress, f"bench: {cell.id} done in {state['wall_time_s']:.1f}s")
+                else:
+                    result.failed.append(cell.id)
+                    invocation["cells_failed"][cell.id] = state["error"]
+                    _log(progress, f"bench: {cell.id} FAILED: {state['error']}")
+        invocation.pop("current_cell", None)
+        invocation["status"] = COMPLETE
+    except BaseException as err:
+        invocation["status"] = outcome(err)
+        if invocation["status"] != INTERRUPTED:
+            invocation["error"] = error_record(err)
+        raise
+    finally:
+        invocation["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        invocation["load_average_end"] = load_average()
+        _save_invocation(bench_dir, invocation)
     result.files = write_results(grid, bench_dir)
     _log(progress, f"bench: results in {result.files['results.md']}")
     return result
@@ -138,8 +163,9 @@ def _run_cell(bench_dir: Path, cell: Cell, grid: Grid, invocation: str, progress
     earlier ones, which biases memory ratios in both directions.
     """
     folder = cell_directory(bench_dir, cell)
-    if folder.exists():  # unfinished, failed, or being measured again
-        shutil.rmtree(folder)
+    staging = bench_dir / STAGING / cell.folder_name
+    if staging.exists():  # left by an invocation that died
+        shutil.rmtree(staging)
     config_file = bench_dir / "cells" / f"{cell.folder_name}.yaml"
     config_file.parent.mkdir(exist_ok=True)
     config_file.write_text(yaml.safe_dump(cell.config, sort_keys=False))
@@ -150,24 +176,53 @@ def _run_cell(bench_dir: Path, cell: Cell, grid: Grid, invocation: str, progress
              "load_average": load_average()}
     start, cpu_start = time.perf_counter(), _children_cpu_seconds()
     command = [sys.executable, "-m", "secureml.cli", "run", str(config_file),
-               "--out", str(folder.parent)] + ([] if progress else ["--quiet"])
+               "--out", str(staging.parent)] + ([] if progress else ["--quiet"])
     returncode, log_tail = _run_relaying_stderr(command, progress)
     state["wall_time_s"] = round(time.perf_counter() - start, 3)
     # CPU time is less sensitive than wall time to other work on a shared machine.
     state["cpu_time_s"] = round(_children_cpu_seconds() - cpu_start, 3)
-    if returncode == 0 and (folder / cell.setting / "metrics.json").is_file():
+    if returncode == 0 and (staging / cell.setting / "metrics.json").is_file():
         state["status"] = "complete"
         if grid.output.inference_timing:
-            state["inference"] = inference_timing(folder / cell.setting / "model" / "model.keras")
+            state["inference"] = inference_timing(staging / cell.setting / "model" /
+                                                  "model.keras")
     else:
         errors = [line for line in log_tail.splitlines() if line.startswith("secureml: error:")]
         state.update(status="failed", returncode=returncode, log_tail=log_tail,
                      error=errors[-1].removeprefix("secureml: error: ") if errors
                      else (log_tail.strip().splitlines() or ["no output"])[-1])
-        folder.mkdir(parents=True, exist_ok=True)
+        staging.mkdir(parents=True, exist_ok=True)
     state["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    (folder / STATE_FILE).write_text(json.dumps(state, indent=2))
+    write_json(staging / STATE_FILE, state)
+    if state["status"] == "complete" or read_state(bench_dir, cell) is None:
+        _replace(folder, staging)
+    else:  # a failed attempt at a finished cell: the earlier result stays
+        shutil.rmtree(staging)
     return state
+
+
+def _replace(folder: Path, new: Path) -> None:
+    """Put `new` in place of `folder` by renaming (one file system: no copy). A crash between
+    the two renames leaves the old folder as `.<name>.replaced`, which the next invocation
+    puts back."""
+    old = folder.with_name(f".{folder.name}.replaced")
+    if old.exists():
+        shutil.rmtree(old)
+    if folder.exists():
+        os.rename(folder, old)
+    os.rename(new, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _recover_replaced(bench_dir: Path, cells: list[Cell]) -> None:
+    for cell in cells:
+        folder = cell_directory(bench_dir, cell)
+        old = folder.with_name(f".{folder.name}.replaced")
+        if old.exists():
+            if folder.exists():
+                shutil.rmtree(old)
+            else:
+                os.rename(old, folder)
 
 
 def _children_cpu_seconds() -> float:
@@ -187,7 +242,12 @@ def _run_relaying_stderr(command: list[str], progress: bool, keep: int = 8000) -
                 tail = (tail + chunk)[-keep:]
             proc.wait()
         except BaseException:
-            proc.kill()
+            # Ask the cell to stop first, so that its status.json records the interruption.
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
             raise
     return proc.returncode, tail.decode(errors="replace")
 
@@ -223,9 +283,21 @@ def inference_timing(model_path: Path, batch_size: int = 256, repeats: int = 30)
             "throughput_per_s": round(batch_size / batched, 1)}
 
 
-def _append_invocation(bench_dir: Path, invocation: dict) -> None:
-    path = bench_dir / "invocations.json"
-    records = json.loads(path.read_text()) if path.is_file() else []
-    records.append(invocation)
-    path.write_text(json.dumps(records, indent=2))
+def read_invocations(bench_dir: Path) -> list[dict]:
+    """Every invocation recorded in the benchmark folder; one still `running` whose process is
+    gone (killed) reads as `interrupted`."""
+    records = read_json(bench_dir / INVOCATIONS_FILE, []) or []
+    return [{**r, "status": INTERRUPTED}
+            if r.get("status") == RUNNING and not process_alive(r) else r
+            for r in records if isinstance(r, dict)]
+
+
+def _save_invocation(bench_dir: Path, invocation: dict) -> None:
+    records = read_invocations(bench_dir)
+    ids = [r.get("id") for r in records]
+    if invocation["id"] in ids:
+        records[ids.index(invocation["id"])] = invocation
+    else:
+        records.append(invocation)
+    write_json(bench_dir / INVOCATIONS_FILE, records)
 

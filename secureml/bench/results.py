@@ -9,7 +9,6 @@ model x setting and marks the settings on the accuracy/training-time Pareto fron
 from __future__ import annotations
 
 import csv
-import json
 import math
 import time
 from pathlib import Path
@@ -17,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from ..audit.scorecard import lookup
-from ..report.rundir import ratio, read_json
-from .execute import STATE_FILE, cell_directory, finished_cell
+from ..report.rundir import ratio, read_json, to_json, write_json
+from .execute import STATE_FILE, cell_directory, finished_cell, read_invocations
 from .grid import Cell, Grid
 
 # column -> dotted path ("section.key...") in a cell's metrics.json.
@@ -277,7 +276,7 @@ def write_results(grid: Grid, bench_dir: Path) -> dict[str, Path]:
     rows = collect_rows(grid, bench_dir)
     summary = summarize(rows)
     plots = write_plots(summary, bench_dir / "plots")
-    invocations = read_json(bench_dir / "invocations.json", []) or []
+    invocations = read_invocations(bench_dir)
     used = {r.get("invocation") for r in rows}
     record = {
         "grid": grid.name, "description": grid.description, "source": grid.source,
@@ -290,7 +289,7 @@ def write_results(grid: Grid, bench_dir: Path) -> dict[str, Path]:
     }
     files = {"results.json": bench_dir / "results.json", "results.csv": bench_dir / "results.csv",
              "results.md": bench_dir / "results.md"}
-    files["results.json"].write_text(json.dumps(record, indent=2, default=str))
+    write_json(files["results.json"], record)
     _write_csv(files["results.csv"], rows)
     files["results.md"].write_text(markdown(record, bench_dir))
     files.update({name: p for name, p in plots.items() if isinstance(p, Path)})
@@ -303,7 +302,7 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         writer = csv.DictWriter(f, columns)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v
+            writer.writerow({k: to_json(v, indent=None) if isinstance(v, (list, dict)) else v
                              for k, v in row.items()})
 
 
@@ -318,7 +317,9 @@ def markdown(record: dict, bench_dir: Path) -> str:
     for inv in record["invocations"]:
         hw = inv["hardware"]
         gpus = ", ".join(f"{g['name']} ({g['memory_mb']} MB)" for g in hw["gpus"]) or "none"
-        lines.append(f"- Invocation `{inv['id']}`: `{inv.get('command') or 'Python API'}`; "
+        status = "" if inv.get("status", "complete") == "complete" else f" ({inv['status']})"
+        lines.append(f"- Invocation `{inv['id']}`{status}: "
+                     f"`{inv.get('command') or 'Python API'}`; "
                      f"{hw['cpu']}, {hw['cpu_count']} cores, {hw['memory_gb']} GB; GPUs: {gpus}; "
                      f"TensorFlow {hw['libraries'].get('tensorflow')}; load average "
                      f"{hw['load_average']} at start, {inv.get('load_average_end')} at end.")

@@ -8,7 +8,6 @@ history.json), so a report can be rebuilt from the folders years later. See docs
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from ..errors import ConfigError
 from .document import REPORT_SCHEMA_VERSION, build_report
 from .html import render_html
 from .markdown import render_markdown
+from .rundir import write_json
 from .sections import build_sections
 
 __all__ = ["REPORT_SCHEMA_VERSION", "build_report", "write_report"]
@@ -46,7 +46,7 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path,
                            f"generated {document['generated_at']}",
                            f"policy {document['policy']['source']}"])
     paths = [out_dir / "report.json", out_dir / "report.md", out_dir / "report.html"]
-    paths[0].write_text(json.dumps(document, indent=2), encoding="utf-8")
+    write_json(paths[0], document)
     paths[1].write_text(render_markdown(title, build_sections(document, with_plots=False)),
                         encoding="utf-8")
     paths[2].write_text(render_html(title, subtitle, build_sections(document)),

@@ -6,9 +6,11 @@ folders; the scorecard is recomputed from the metrics with the given audit polic
 from __future__ import annotations
 
 import datetime
+from functools import partial
 from pathlib import Path
 
 from .. import __version__
+from .. import status as run_status
 from ..audit.scorecard import (Policy, data_facts, load_policy, lookup, score, summarize,
                                variant_facts)
 from ..audit.verdict import run_verdict
@@ -24,11 +26,15 @@ def build_report(run_dirs: list[str | Path], policy: Policy | str | Path | None 
         policy = load_policy(policy)
     runs = [read_run(path) for path in run_dirs]
     for run in runs:
+        run["incomplete"] = run_status.incomplete(
+            run.get("run_status"), {v["name"]: v.get("run_status") for v in run["variants"]})
         audit = (run["data"] or {}).get("audit")
         run["data_scorecard"] = score(data_facts(audit), policy, "data")
         run["data_status"] = summarize(run["data_scorecard"])
         for variant in run["variants"]:
-            variant["scorecard"] = score(facts_of(run, variant), policy, "variant")
+            variant["scorecard"] = score(facts_of(run, variant), policy, "variant",
+                                         partial(run_status.section_status,
+                                                 variant.get("run_status")))
             variant["status"] = summarize(variant["scorecard"])
     return {
         "schema": REPORT_SCHEMA,

@@ -11,7 +11,7 @@ from .sections import Section
 
 def _status_class(value: str) -> str:
     word = value.split(" ")[0] if value else ""
-    return f"status status-{word}" if word in STATUSES else ""
+    return f"status status-{word}" if word in (*STATUSES, "incomplete") else ""
 
 
 def _environment() -> jinja2.Environment:

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import status as run_status
 from ..audit.scorecard import lookup
 from ..audit.verdict import headline
 from . import plots as P
@@ -20,6 +21,10 @@ from .document import label
 KNOWN_SECTIONS = {"schema_version", "run", "variant", "model", "defences", "test", "train",
                   "cost", "training", "data", "environment", "privacy", "membership",
                   "robustness", "he"}
+# Stages of a variant (secureml.status) and the report section that shows each one's results.
+STAGE_TITLES = {"training": "Training", "test": "Test metrics",
+                "robustness": "Adversarial robustness", "membership": "Membership inference",
+                "he": "Encrypted inference"}
 ATTACK_NAMES = {"loss": "loss threshold", "confidence": "confidence threshold",
                 "entropy": "entropy threshold", "shadow": "shadow models (Shokri)",
                 "lira_offline": "LiRA offline", "lira_online": "LiRA online"}
@@ -139,6 +144,10 @@ def _summary(document: dict, with_plots: bool) -> Section:
     s.text(f"{count} variant(s) from {len(runs)} run folder(s): "
            + ", ".join(f"{r['name']} ({r['directory']})" for r in runs)
            + f". Findings rated with the audit policy: {document['policy']['source']}.")
+    for run in runs:
+        if run.get("incomplete"):
+            s.text(f"INCOMPLETE RUN {run['name']}: " + "; ".join(run["incomplete"])
+                   + ". What these stages measure is missing below and rated as such.")
     s.table(["variant", "model", "defences", "test acc", "acc drop vs baseline",
              "train-test gap", "epsilon", "canary eps >=", "indicative eps >=", "MIA AUC",
              "TPR @0.1% FPR", "robustness", "HE agreement", "train s", "x baseline",
@@ -194,7 +203,9 @@ def _scorecards(document: dict) -> Section:
            "fail or warn only if the whole interval is beyond the threshold, pass only if it "
            "is wholly within, 'inconclusive' otherwise. 'not measured' means the run did not "
            "measure it (enable the evaluation to rate it); 'not rated' means the measurement "
-           "cannot be trusted enough to rate (see the note).")
+           "cannot be trusted enough to rate (see the note); 'interrupted', 'failed' and "
+           "'running' mean the stage that measures it was configured but did not finish (see "
+           "the variant's section).")
     runs = document["runs"]
     for run in runs:
         child = Section(slug("scorecard-data", run["name"]), f"Data: {run['name']}")
@@ -327,7 +338,9 @@ def _variant(run: dict, variant: dict, runs: list[dict], with_plots: bool) -> Se
     name = label(run, variant, runs)
     vid = slug("variant", run["name"], variant["name"])
     s = Section(vid, f"Variant: {name}")
+    record = variant.get("run_status")
     s.values([("model", m.get("model")), ("defences", m.get("defences") or "none"),
+              ("run", record and record.get("status")),
               ("scorecard", f"{variant['status']['status']} ({variant['status']['fail']} fail, "
                             f"{variant['status']['warn']} warn, "
                             f"{variant['status']['inconclusive']} inconclusive)"),
@@ -343,11 +356,27 @@ def _variant(run: dict, variant: dict, runs: list[dict], with_plots: bool) -> Se
         s.children.append(_robustness(vid, name, m["robustness"], with_plots))
     if "he" in m:
         s.children.append(_encrypted(vid, m["he"]))
+    _stage_notes(s, vid, m, record)
     for key in m:
         if key not in KNOWN_SECTIONS:
             s.children.append(_generic(vid, key, f"Section '{key}'", m[key]))
     s.children.append(_generic(vid, "environment", "Environment", m.get("environment")))
     return s
+
+
+def _stage_notes(s: Section, vid: str, m: dict, record: dict | None) -> None:
+    """Say, in the section of each stage that did not finish, what happened to it; a stage
+    whose section is missing gets a section holding only that."""
+    children = {child.id: child for child in s.children}
+    for stage, entry in run_status.unfinished(record).items():
+        text = f"{STAGE_TITLES.get(stage, stage)}: {run_status.describe(entry, record)}."
+        child = children.get(slug(vid, stage))
+        if child is None:
+            child = Section(slug(vid, stage), STAGE_TITLES.get(stage, f"Stage '{stage}'"))
+            s.children.append(child)
+        elif stage in m:
+            text += " The results shown are from an earlier run of this stage that finished."
+        child.blocks.insert(0, Block("text", text=text))
 
 
 def _generic(vid: str, key: str, title: str, value) -> Section:

@@ -6,6 +6,8 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from ..errors import TrainingError
+
 
 def _format_logs(logs: dict) -> dict:
     return {k: f"{float(v):.4g}" for k, v in (logs or {}).items()}
@@ -96,3 +98,48 @@ class EpochHistory(tf.keras.callbacks.Callback):
         row = {"epoch": epoch + 1}
         row.update({k: float(v) for k, v in (logs or {}).items()})
         self.epochs.append(row)
+
+
+class StopOnNonFinite(tf.keras.callbacks.Callback):
+    """Stops training at the first non-finite loss (checked every step) or weight (checked
+    every epoch) and raises `TrainingError` saying where, instead of training on NaN.
+
+    Goes last in the callback list: the error is raised when training ends, after the other
+    callbacks closed their epoch. The running mean Keras logs turns non-finite at the first
+    non-finite step and stays so, which makes this step the first bad one.
+    """
+
+    def __init__(self, learning_rate: float | None = None):
+        super().__init__()
+        self.learning_rate = learning_rate
+        self.epoch = 0
+        self.problem: str | None = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch + 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if self.problem is None and loss is not None and not np.isfinite(float(loss)):
+            self._stop(f"the training loss is {float(loss)} at epoch {self.epoch}, "
+                       f"step {batch + 1}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.problem is not None:
+            return
+        bad = [k for k, v in (logs or {}).items() if not np.isfinite(float(v))]
+        if bad:
+            self._stop(f"{bad[0]} is {float(logs[bad[0]])} after epoch {epoch + 1}")
+        elif not all(bool(tf.reduce_all(tf.math.is_finite(w))) for w in self.model.weights):
+            self._stop(f"the model's weights are no longer finite after epoch {epoch + 1}")
+
+    def _stop(self, problem: str) -> None:
+        self.problem = problem
+        self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.problem is None:
+            return
+        rate = "" if self.learning_rate is None else f" (now {self.learning_rate:g})"
+        raise TrainingError(f"training stopped: {self.problem}. Lower learning_rate{rate}, "
+                            f"and check the inputs for NaN or infinite values")

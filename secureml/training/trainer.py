@@ -13,8 +13,8 @@ import numpy as np
 import tensorflow as tf
 
 from .. import schema
-from ..errors import ConfigError
-from .callbacks import EpochHistory, Progress, StepTimer
+from ..errors import ConfigError, DataError
+from .callbacks import EpochHistory, Progress, StepTimer, StopOnNonFinite
 from .engine import PlainEngine
 from .objective import Objective
 from .optimizer import make_optimizer
@@ -155,7 +155,8 @@ def train(model: tf.keras.Model | Callable[[], tf.keras.Model], x: np.ndarray, y
 
     history, timer = EpochHistory(), StepTimer()
     callbacks = [timer, *setup.callbacks, history,
-                 Progress(config.epochs, steps, label=label, enabled=progress)]
+                 Progress(config.epochs, steps, label=label, enabled=progress),
+                 StopOnNonFinite(config.learning_rate)]
     with PeakMemory() as memory, Stopwatch() as clock:
         trainable.fit(dataset, epochs=config.epochs, steps_per_epoch=steps,
                       validation_data=validation, callbacks=callbacks, verbose=0)
@@ -184,6 +185,11 @@ def _check_arrays(x, y, what: str):
         raise ConfigError(f"{what}: {len(x)} inputs but {len(y)} labels; they must match")
     if len(y) == 0:
         raise ConfigError(f"{what} is empty")
+    # A float64 sum streams over x without a copy and is finite unless some value is not.
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(np.sum(x, dtype=np.float64)):
+        bad = np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(axis=1))
+        raise DataError(f"{what}: {len(bad)} example(s) hold NaN or infinite values (the "
+                        f"first is example {bad[0]}); remove or impute them")
     if y.ndim > 1:
         if y.shape[1:] != (1,) * (y.ndim - 1):
             raise ConfigError(f"{what}: labels must be class ids of shape (N,), got shape "

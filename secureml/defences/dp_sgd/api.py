@@ -19,6 +19,7 @@ import tensorflow as tf
 from ... import schema
 from ...errors import ConfigError, UnsupportedError
 from ...training import Objective, TrainingConfig, TrainingSetup
+from ...training.callbacks import StopOnNonFinite
 from ...training.step_time import compare_with_plain
 from ...training.wrapper import HardenedModel
 from .config import Config
@@ -93,7 +94,8 @@ class PrivateModel(HardenedModel):
             ).batch(config.eval_batch_size)
         return super().fit(dataset, epochs=epochs or plan.epochs, steps_per_epoch=steps,
                            verbose=verbose, validation_data=validation_data,
-                           callbacks=[*self.setup.callbacks, *(callbacks or [])])
+                           callbacks=[*self.setup.callbacks, *(callbacks or []),
+                                      StopOnNonFinite(config.learning_rate)])
 
 
 def make_private(model: tf.keras.Model, *, data_size: int, batch_size: int, epochs: int,

@@ -48,7 +48,7 @@ def main(args) -> int:
                         else {"target_epsilon": args.epsilon}))
     result = {**plan.describe(), "epsilon": plan.epsilon()}
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result, indent=2, allow_nan=False))
         return 0
     print(f"epsilon           {result['epsilon']:.4f} at delta {plan.delta:.3g} "
           f"({plan.accountant} accountant)")
