@@ -55,6 +55,9 @@ class AuditConfig:
     membership: bool = True
     report: bool = True
     policy: str | None = None
+    # Raw training excerpts in data.json, metrics.json and the report (then not shareable);
+    # off, records are listed by index and keyed hash (secureml.audit.records).
+    include_examples: bool = False
 
 
 @dataclass

@@ -9,6 +9,7 @@ import datetime
 from pathlib import Path
 
 from .. import __version__
+from ..audit.records import contains_excerpts
 from ..audit.scorecard import (Policy, data_facts, load_policy, lookup, score, summarize,
                                variant_facts)
 from .rundir import read_run
@@ -40,7 +41,19 @@ def build_report(run_dirs: list[str | Path], policy: Policy | str | Path | None 
                              for name, r in policy.rules.items()}},
         "runs": runs,
         "comparison": comparison(runs),
+        "raw_examples": raw_examples(runs),
     }
+
+
+def raw_examples(runs: list[dict]) -> list[str]:
+    """Where the run folders hold raw training excerpts (audit.include_examples: true)."""
+    found = []
+    for run in runs:
+        if contains_excerpts((run["data"] or {}).get("audit")):
+            found.append(f"{run['name']}: data audit")
+        found.extend(f"{label(run, v, runs)}: metrics" for v in run["variants"]
+                     if contains_excerpts(v["metrics"]))
+    return found
 
 
 def label(run: dict, variant: dict, runs: list[dict]) -> str:
