@@ -58,6 +58,9 @@ class AuditConfig:
     # The variant others are compared with (cost ratios, accuracy drop); null: the first
     # variant without defences.
     baseline: str | None = None
+    # Raw training excerpts in data.json, metrics.json and the report (then not shareable);
+    # off, records are listed by index and keyed hash (secureml.audit.records).
+    include_examples: bool = False
 
 
 @dataclass

@@ -167,7 +167,7 @@ def run_experiment(config: ExperimentConfig | str | Path, *, out_dir: str | Path
             data = load_dataset(config.data, seed=config.seed, progress=progress)
             inputs = VariantInputs(data, config.data, selected)
             data_record = {"summary": data.summary(),
-                           "audit": _data_audit(config, data, progress)}
+                           "audit": _data_audit(config, data, run_dir, progress)}
             _write_json(run_dir / "data.json", data_record)
         _log(progress, f"data: {data.name} ({data.kind}), {data.num_classes} classes, "
                        f"train/val/test = {len(data.y_train)}/{len(data.y_val)}/"
@@ -310,15 +310,18 @@ def _add_baseline_ratios(cost: dict, baseline: str, base_cost: dict) -> None:
                                             base_cost["peak_rss_increase_mb"])
 
 
-def _data_audit(config: ExperimentConfig, data: Dataset, progress: bool) -> dict | None:
+def _data_audit(config: ExperimentConfig, data: Dataset, run_dir: Path,
+                progress: bool) -> dict | None:
     if not config.audit.data:
         return None
     try:
         from .audit.data_audit import audit_dataset
+        from .audit.records import run_key
     except ModuleNotFoundError:
         return {"status": "not available in this secureml version"}
     _log(progress, "data audit")
-    return audit_dataset(data)
+    return audit_dataset(data, options={"include_examples": config.audit.include_examples},
+                         record_key=run_key(run_dir))
 
 
 def _write_report(run_dir: Path, progress: bool) -> None:

@@ -64,7 +64,8 @@ def test_planted_train_test_leak_is_found(image_audit):
     audit, _ = image_audit
     leak = audit["duplicates"]["exact"]["across"]["train_test"]
     assert leak["examples"] == 7
-    assert leak["example_indices"][:7] == list(range(7))
+    assert [(p["index"], p["match"]) for p in leak["example_pairs"][:7]] == \
+        [(k, 1100 + k) for k in range(7)]
     assert audit["duplicates"]["near"]["across"]["train_test"]["examples"] >= 7
 
 
@@ -107,7 +108,8 @@ def test_personal_data_is_found_and_masked():
     scan = scan_texts(PII_TEXTS + CLEAN_TEXTS)
     by_type = scan["by_type"]
     assert {k: v["matches"] for k, v in by_type.items()} == \
-        {"url": 2, "email": 1, "ip": 1, "card": 1, "phone": 4}
+        {"email": 1, "ip": 1, "card": 1, "phone": 4}
+    assert scan["links"]["matches"] == 2 and scan["links"]["texts"] == 2
     assert scan["texts_with_personal_data"] == len(PII_TEXTS)
     shown = [e["masked"] for v in by_type.values() for e in v["examples"]]
     assert "************1111" in shown
@@ -181,7 +183,7 @@ def test_imdb_known_duplicates_are_reported(monkeypatch):
     from secureml.data import load_dataset
     monkeypatch.setenv("SECUREML_DATA_DIR", str(_shared_data()))
     data = load_dataset("imdb", progress=False)
-    audit = audit_dataset(data, options={"label_check": False})
+    audit = audit_dataset(data, options={"label_check": False}, record_key=b"k" * 32)
     exact = audit["duplicates"]["exact"]
     assert exact["total_all"] == 50000
     assert exact["distinct_all"] == 49582   # the data set's README: 49,582 distinct texts
@@ -189,5 +191,48 @@ def test_imdb_known_duplicates_are_reported(monkeypatch):
     assert exact["across"]["train_test"]["examples"] > 0
     assert audit["duplicates"]["near"]["distinct_all"] <= 49582
     group = exact["within"]["train"]["example_groups"][0]
-    assert len(group["indices"]) >= 2 and group["text"]
+    assert len(group["indices"]) >= 2 and len(set(group["hashes"])) == 1  # copies: one hash
     assert data.x_train[group["indices"][0]] == data.x_train[group["indices"][1]]
+    leak = exact["across"]["train_test"]["example_pairs"][0]
+    assert data.x_test[leak["index"]] == data.x_train[leak["match"]]
+
+
+def test_record_key_is_private_kept_and_checked(tmp_path):
+    import stat
+
+    from secureml.audit import records
+    from secureml.errors import DataError
+    key = records.run_key(tmp_path)
+    assert len(key) == 32 and records.run_key(tmp_path) == key
+    assert stat.S_IMODE((tmp_path / records.KEY_FILE).stat().st_mode) == 0o600
+    text = "call me, it is Ann"
+    assert records.record_hash(text, key) != records.record_hash(text, b"x" * 32)
+    assert records.describe(np.array([text], dtype=object), 0, key, False) == \
+        {"hash": records.record_hash(text, key)}
+    assert records.describe(np.array([text], dtype=object), 0, None, True) == {"excerpt": text}
+    (tmp_path / records.KEY_FILE).write_text("not hex")
+    with pytest.raises(DataError, match="not a record key"):
+        records.run_key(tmp_path)
+
+
+def test_links_in_news_are_not_personal_data_and_do_not_fail(tmp_path):
+    from secureml.audit import load_policy, score
+    from secureml.audit.scorecard import data_facts
+    news = np.array([f"Story {i}: read more at https://news.example.org/{i} and www.agency.net"
+                     for i in range(40)] + ["Tips: mail desk@paper.example.com"], dtype=object)
+    y = np.arange(len(news)) % 2
+    data = Dataset("news", "text", news, y, news[:0], y[:0], news[:4], y[:4], ["a", "b"])
+    audit = audit_dataset(data, options={"label_check": False})
+    train = audit["personal_data"]["train"]
+    assert train["links"]["matches"] == 80 and train["links"]["texts"] == 40
+    assert train["links"]["fraction"] == 40 / 41
+    assert train["texts_with_personal_data"] == 1 and "url" not in train["by_type"]
+    rows = {r["rule"]: r for r in score(data_facts(audit), load_policy(), "data")}
+    assert rows["links"]["status"] == "pass" and rows["links"]["value"] == 40 / 41
+    assert rows["personal_data"]["value"] == 1 / 41 and rows["personal_data"]["status"] == "fail"
+    # A policy may still rate links.
+    (tmp_path / "policy.yaml").write_text(
+        "version: 1\nrules:\n  links: {fact: data_audit.personal_data.train.links.fraction, "
+        "warn_above: 0.5}\n")
+    strict = score(data_facts(audit), load_policy(tmp_path / "policy.yaml"), "data")
+    assert {r["rule"]: r["status"] for r in strict}["links"] == "warn"

@@ -160,5 +160,69 @@ def test_text_run_audit_and_report(tmp_path, capsys):
     membership = json.loads((run / "main" / "metrics.json").read_text())["membership"]
     assert membership["settings"]["members"] == 30 and list(membership["attacks"]) == ["loss"]
     exposed = membership["exposed_examples"][0]
-    assert exposed["text"] and "@" not in exposed["text"]
+    assert len(exposed["hash"]) == 16 and "excerpt" not in exposed
     assert "Personal data in text" in (run / "report.md").read_text()
+
+
+def _written(run) -> dict[str, str]:
+    """What a run folder holds besides the model and its vocabulary (model artefacts)."""
+    return {str(p.relative_to(run)): p.read_text(encoding="utf-8") for p in run.rglob("*")
+            if p.suffix in (".json", ".md", ".html", ".yaml")
+            and not {"model", "vectorizer"} & set(p.relative_to(run).parts)}
+
+
+def test_shareable_report_holds_no_training_text(tmp_path):
+    """Every training text carries a unique marker; by default no written file holds a marker
+    or the planted e-mail address; with audit.include_examples the excerpts do, and the report
+    says in its header that it must not be shared. The e-mail address is masked either way."""
+    import re
+    import stat
+
+    import numpy as np
+    import yaml
+    rng = np.random.default_rng(0)
+    rows = [{"text": f"zqmark{i:04d}x " + " ".join(rng.choice(
+        ["great", "fun", "dull", "awful"] if i % 2 else ["movie", "plot", "scene"], 8)),
+        "label": i % 2} for i in range(200)]
+    rows[3]["text"] += " write to jane.private@example.com now"
+    rows[5] = dict(rows[4])                        # a duplicate: listed with its group
+    path = tmp_path / "reviews.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    config = {"name": "private", "data": {"path": str(path), "vocab_size": 30,
+                                          "sequence_length": 12, "test_fraction": 0.5},
+              "model": {"name": "text_lstm", "lstm_units": 8},
+              "training": {"epochs": 1, "batch_size": 32},
+              "evaluation": {"membership": {"attacks": ["loss"], "target_examples": 40}},
+              "output": {"timestamp": False}}
+    run = run_experiment(load_config(config), out_dir=tmp_path / "runs", progress=False).directory
+
+    def markers(written):
+        return {name: re.findall(r"zqmark\d{4}x", text) for name, text in written.items()}
+
+    written = _written(run)
+    assert {"data.json", "main/metrics.json", "report.json", "report.md", "report.html"} <= \
+        set(written)
+    assert not any(markers(written).values()), markers(written)
+    assert all("jane.private" not in text and "example.com" not in text
+               for text in written.values())
+    assert "do not share it" not in written["report.md"]
+    audit = json.loads(written["data.json"])["audit"]
+    assert len(audit["personal_data"]["train"]["by_type"]["email"]["examples"][0]["hash"]) == 16
+    assert oct(stat.S_IMODE((run / "record_key").stat().st_mode)) == "0o600"
+    key = (run / "record_key").read_text()
+
+    # Asked for: the audit command adds excerpts (the run's key stays the same).
+    raw = yaml.safe_load((run / "config.yaml").read_text())
+    raw["audit"]["include_examples"] = True
+    (run / "config.yaml").write_text(yaml.safe_dump(raw))
+    assert cli_main(["audit", str(run), "--data", "--quiet"]) == 0
+    written = _written(run)
+    found = markers(written)
+    assert found["data.json"] and found["main/metrics.json"] and found["report.md"]
+    assert all("jane.private" not in text and "example.com" not in text
+               for text in written.values())
+    assert "this report contains raw training examples; do not share it" in \
+        written["report.md"].lower()
+    assert "do not share it" in written["report.html"]
+    assert json.loads(written["report.json"])["raw_examples"]
+    assert (run / "record_key").read_text() == key

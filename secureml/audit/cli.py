@@ -66,8 +66,11 @@ def main(args) -> int:
             with status.stage("data"):
                 data = _load_data(config, run_dir, data_record, progress)
                 from .data_audit import audit_dataset
+                from .records import run_key
                 _log(progress, "data audit")
-                data_record["audit"] = audit_dataset(data, progress=progress)
+                data_record["audit"] = audit_dataset(
+                    data, options={"include_examples": config.audit.include_examples},
+                    record_key=run_key(run_dir), progress=progress)
                 data_record.setdefault("summary", data.summary())
                 _write_json(run_dir / "data.json", data_record)
         if audited:

@@ -4,7 +4,9 @@
 across splits (a test example that is also in the training set inflates test accuracy and is
 a member for any membership attack), suspicious labels, outliers and, for text, personal data.
 The runner stores the result under "audit" in `<run>/data.json`; docs/audit.md lists every
-field. It takes seconds on 50,000 images or texts: every comparison goes through hashing.
+field. It takes seconds on 60,000 images or 50,000 texts: candidates for every comparison come
+from hashing. Listed records are named by index and keyed hash (`records`); raw excerpts only
+with `include_examples`.
 """
 from __future__ import annotations
 
@@ -16,33 +18,45 @@ from tqdm.auto import tqdm
 
 from .. import schema
 from ..data import pii
-from . import duplicates, labels
+from . import duplicates, labels, records
 
 AUDIT_VERSION = 1
 
 
 @dataclass
 class DataAuditOptions:
-    # Images whose 64-bit perceptual hashes differ in at most this many bits are near duplicates.
+    # Images whose 64-bit perceptual hashes differ in at most this many bits are compared ...
     near_duplicate_distance: int = 4
+    # ... and are near duplicates when their standardized 16x16 grayscale thumbnails differ by
+    # at most this much (root mean square, in standard deviations; docs/audit.md: calibration).
+    near_duplicate_threshold: float = 0.08
     label_check: bool = True
     # The label check fits a model on at most this many training examples, chosen at random.
     label_check_limit: int = 20000
     examples: int = 5
+    # Listed texts carry an excerpt (personal data masked); off, they are named by index and
+    # keyed hash only. audit.include_examples in a run config.
+    include_examples: bool = False
     seed: int = 0
 
     def validate(self):
         if not 0 <= self.near_duplicate_distance <= 16:
             schema.fail("near_duplicate_distance", "must be between 0 and 16 bits, got "
                                                    f"{self.near_duplicate_distance}")
+        if not 0 < self.near_duplicate_threshold <= 1:
+            schema.fail("near_duplicate_threshold", "must be in (0, 1], got "
+                                                    f"{self.near_duplicate_threshold}")
         if self.label_check_limit < 100:
             schema.fail("label_check_limit", f"must be at least 100, got "
                                              f"{self.label_check_limit}")
 
 
 def audit_dataset(data, *, options: DataAuditOptions | dict | None = None,
-                  progress: bool = False) -> dict:
-    """Audit a `secureml.data.Dataset`; a JSON-ready dict (see docs/audit.md)."""
+                  record_key: bytes | None = None, progress: bool = False) -> dict:
+    """Audit a `secureml.data.Dataset`; a JSON-ready dict (see docs/audit.md).
+
+    `record_key` (a run's, `records.run_key`) adds a keyed hash to every listed record.
+    """
     options = schema.build(DataAuditOptions, options, "data audit")
     started = time.perf_counter()
     parts = {"train": data.x_train, "validation": data.x_val, "test": data.x_test}
@@ -81,6 +95,7 @@ def audit_dataset(data, *, options: DataAuditOptions | dict | None = None,
         record["personal_data"] = timed("personal data", lambda: {
             split: pii.scan_texts(x, options.examples) for split, x in parts.items()})
     bar.close()
+    _name_records(record, parts, record_key, options.include_examples)
     record["cost"] = {"seconds": seconds, "total_s": round(time.perf_counter() - started, 2)}
     return record
 
@@ -104,28 +119,58 @@ def class_balance(ys: dict[str, np.ndarray], class_names: list[str]) -> dict:
 
 
 def _duplicates(data, parts, ys, options: DataAuditOptions) -> dict:
-    out = {}
-    for level in ("exact", "near"):
-        ids = duplicates.key_ids(parts, data.kind, near=level == "near",
-                                 max_distance=options.near_duplicate_distance)
-        report = duplicates.duplicate_report(ids, ys, options.examples)
-        if data.kind == "text":
-            _add_snippets(report, parts)
-        out[level] = report
+    names = list(parts)
+    sizes = {split: len(parts[split]) for split in names}
+    exact = duplicates.class_ids([k for split in names
+                                  for k in duplicates.exact_keys(parts[split], data.kind)])
+    out = {"exact": duplicates.duplicate_report(exact, sizes, ys, examples=options.examples)}
+    if data.kind == "text":
+        near = duplicates.class_ids([duplicates.normalize_text(t) for split in names
+                                     for t in parts[split]])
+        out["near"] = duplicates.duplicate_report(near, sizes, ys, examples=options.examples)
+    else:
+        signatures = [duplicates.image_signatures(parts[split]) for split in names]
+        # Exact copies are compared once: through the first image of each class.
+        first = np.unique(exact, return_index=True)[1]
+        pairs, distances = duplicates.candidate_pairs(
+            np.concatenate([h for h, _ in signatures])[first],
+            np.concatenate([t for _, t in signatures])[first], options.near_duplicate_distance)
+        close = distances <= options.near_duplicate_threshold
+        out["near"] = duplicates.duplicate_report(exact, sizes, ys, pairs[close],
+                                                  distances[close], options.examples, pairs)
+        out["near"]["compared_pairs"], out["near"]["verified_pairs"] = len(pairs), int(close.sum())
     out["method"] = {
         "exact": "identical raw text" if data.kind == "text" else "identical 8-bit pixels",
         "near": ("identical after lowercasing and removing HTML tags, punctuation and extra "
                  "white space" if data.kind == "text" else
-                 f"64-bit DCT perceptual hashes at most {options.near_duplicate_distance} bits "
-                 f"apart"),
+                 f"standardized {duplicates.THUMBNAIL}x{duplicates.THUMBNAIL} grayscale "
+                 f"thumbnails at most {options.near_duplicate_threshold} apart (RMS), compared "
+                 f"when their 64-bit DCT hashes are at most {options.near_duplicate_distance} "
+                 f"bits apart; every two images of a group are that close"),
     }
     return out
 
 
-def _add_snippets(report: dict, parts: dict) -> None:
-    """Show what a duplicated text looks like, personal data masked."""
-    for split, within in report["within"].items():
-        groups = within["example_groups"]
-        texts = pii.anonymize_texts([str(parts[split][g["indices"][0]]) for g in groups])[0]
-        for group, text in zip(groups, texts):
-            group["text"] = text[:100] + ("..." if len(text) > 100 else "")
+def _name_records(record: dict, parts: dict, key: bytes | None, include: bool) -> None:
+    """Add the hash (and, only if asked, the excerpt) of every record the audit lists."""
+    def name(split, index):
+        return records.describe(parts[split], index, key, include)
+
+    for level in ("exact", "near"):
+        report = record["duplicates"][level]
+        for split, within in report["within"].items():
+            for group in within["example_groups"]:
+                named = [name(split, i) for i in group["indices"]]
+                if key is not None:
+                    group["hashes"] = [n["hash"] for n in named]
+                if records.EXCERPT in named[0]:
+                    group[records.EXCERPT] = named[0][records.EXCERPT]
+        for across in report["across"].values():
+            for row in across["example_pairs"]:
+                row.update(name(across["of"], row["index"]))
+    for row in record["labels"].get("examples", []) + record["outliers"]["examples"]:
+        row.update(name("train", row["index"]))
+    for split, scan in record.get("personal_data", {}).items():
+        for entry in [*scan["by_type"].values(), scan["links"]]:
+            for row in entry["examples"]:
+                row.update(name(split, row["index"]))

@@ -27,6 +27,7 @@ from .. import schema
 from ..errors import ConfigError, DataError
 from ..evaluation import predict_logits
 from . import attacks as A
+from . import records
 from .canaries import canary_audit
 from .empirical import epsilon_lower_bound
 from .metrics import attack_metrics, auc_interval, clopper_pearson, null_auc_std
@@ -132,8 +133,12 @@ def evaluate(context, config: Config) -> dict:
         batch_size=context.variant.training.eval_batch_size, seed=seed,
         target_train_size=n_train)
     result["settings"]["non_member_source"] = "test and validation splits"
-    result["exposed_examples"] = [_describe_exposed(e, members, context.data)
-                                  for e in result["exposed_examples"]]
+    # The variant's folder sits in the run folder, which holds the run's record key.
+    key = records.run_key(context.directory.parent)
+    include = context.experiment.audit.include_examples
+    result["exposed_examples"] = [
+        _describe_exposed(e, members, context.data.x_train, key, include)
+        for e in result["exposed_examples"]]
     if config.canaries:
         started = time.perf_counter()
 
@@ -174,14 +179,10 @@ def _gather(parts: list[np.ndarray], index: np.ndarray) -> np.ndarray:
     return out
 
 
-def _describe_exposed(exposed: dict, members: np.ndarray, data) -> dict:
+def _describe_exposed(exposed: dict, members: np.ndarray, x_train, key: bytes,
+                      include: bool) -> dict:
     index = int(members[exposed.pop("position")])
-    row = {"train_index": index, **exposed}
-    if data.kind == "text":
-        from ..data.pii import anonymize_texts
-        text = anonymize_texts([str(data.x_train[index])])[0][0]
-        row["text"] = text[:120] + ("..." if len(text) > 120 else "")
-    return row
+    return {"train_index": index, **exposed, **records.describe(x_train, index, key, include)}
 
 
 def audit_membership(model, members: tuple, non_members: tuple, *, config: Config | dict = None,

@@ -1,7 +1,8 @@
 """Personal data in text: find, count, mask and replace it.
 
 Types, matched in this order (each match is replaced before the next type is looked for, so a
-URL's digits are never counted as a phone number):
+URL's digits are never counted as a phone number). URLs are links, counted apart from personal
+data (news and reviews cite links that identify no one); anonymization replaces them too:
 
 | type | what | placeholder |
 |---|---|---|
@@ -22,6 +23,8 @@ from typing import Callable, Iterable
 
 PLACEHOLDERS = {"url": "[URL]", "email": "[EMAIL]", "ip": "[IP]", "card": "[CARD]",
                 "phone": "[PHONE]"}
+LINKS = ("url",)
+PERSONAL = tuple(k for k in PLACEHOLDERS if k not in LINKS)
 
 _URL = re.compile(r"(?:\b(?:https?|ftp)://|\bwww\.)[^\s<>\"'()\[\]]+", re.IGNORECASE)
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
@@ -141,30 +144,34 @@ def anonymize_texts(texts: Iterable[str]) -> tuple[list[str], dict[str, int]]:
 
 
 def scan_texts(texts: Iterable[str], examples: int = 5) -> dict:
-    """Count personal data by type: matches, texts containing it, and masked examples."""
+    """Count personal data by type (matches, texts containing it, masked examples), and links
+    apart: `texts_with_personal_data` and `fraction` leave links out."""
     matches = dict.fromkeys(PLACEHOLDERS, 0)
     texts_with = dict.fromkeys(PLACEHOLDERS, 0)
     shown: dict[str, list] = {k: [] for k in PLACEHOLDERS}
-    affected = total = 0
+    affected = linking = total = 0
     for index, text in enumerate(texts):
         total += 1
         found: list = []
         _anonymize_one(str(text), found)
-        if not found:
-            continue
-        affected += 1
-        for kind in {k for k, _ in found}:
+        kinds = {k for k, _ in found}
+        affected += bool(kinds - set(LINKS))
+        linking += bool(kinds & set(LINKS))
+        for kind in kinds:
             texts_with[kind] += 1
         for kind, value in found:
             matches[kind] += 1
             if len(shown[kind]) < examples:
                 shown[kind].append({"index": index, "masked": mask(kind, value)})
+
+    def entry(kind):
+        return {"matches": matches[kind], "texts": texts_with[kind], "examples": shown[kind]}
     return {
         "texts": total,
         "texts_with_personal_data": affected,
         "fraction": affected / total if total else 0.0,
-        "by_type": {k: {"matches": matches[k], "texts": texts_with[k], "examples": shown[k]}
-                    for k in PLACEHOLDERS},
+        "by_type": {k: entry(k) for k in PERSONAL},
+        "links": {**entry("url"), "fraction": linking / total if total else 0.0},
     }
 
 

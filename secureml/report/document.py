@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .. import __version__
 from .. import status as run_status
+from ..audit.records import contains_excerpts
 from ..audit.scorecard import (Policy, data_facts, load_policy, lookup, score, summarize,
                                variant_facts)
 from ..audit.verdict import run_verdict
@@ -49,6 +50,7 @@ def build_report(run_dirs: list[str | Path], policy: Policy | str | Path | None 
         "verdicts": [run_verdict(run) for run in runs],
         "runs": runs,
         "comparison": comparison(runs),
+        "raw_examples": raw_examples(runs),
     }
 
 
@@ -57,6 +59,17 @@ def facts_of(run: dict, variant: dict) -> dict:
     baseline = next((v["metrics"] for v in run["variants"] if v["name"] == run.get("baseline")),
                     None)
     return variant_facts(variant["metrics"], baseline, variant["name"] == run.get("baseline"))
+
+
+def raw_examples(runs: list[dict]) -> list[str]:
+    """Where the run folders hold raw training excerpts (audit.include_examples: true)."""
+    found = []
+    for run in runs:
+        if contains_excerpts((run["data"] or {}).get("audit")):
+            found.append(f"{run['name']}: data audit")
+        found.extend(f"{label(run, v, runs)}: metrics" for v in run["variants"]
+                     if contains_excerpts(v["metrics"]))
+    return found
 
 
 def label(run: dict, variant: dict, runs: list[dict]) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import status as run_status
+from ..audit.records import EXCERPT
 from ..audit.scorecard import lookup
 from ..audit.verdict import headline
 from . import plots as P
@@ -106,6 +107,12 @@ def flatten(value, prefix: str = "") -> list[tuple[str, Any]]:
 def build_sections(document: dict, with_plots: bool = True) -> list[Section]:
     runs = document["runs"]
     sections = [_verdict(document), _summary(document, with_plots), _scorecards(document)]
+    if document.get("raw_examples"):
+        notice = Section("raw-examples", "Not for sharing: raw training examples")
+        notice.text("This report contains raw training examples; do not share it. They are in: "
+                    + ", ".join(document["raw_examples"]) + " (audit.include_examples: true).",
+                    note=True)
+        sections.insert(0, notice)
     for run in runs:
         sections.append(_data(run, runs, with_plots))
         for variant in run["variants"]:
@@ -271,18 +278,33 @@ def _duplicates(run: dict, dup: dict) -> Section:
                          a.get("fraction"), None, None])
     s.table(["level", "where", "examples", "fraction", "groups", "groups with label conflicts"],
             rows)
+    for pair, a in ((dup.get("near") or {}).get("across") or {}).items():
+        if a.get("hash_neighbours", 0) > a.get("examples", 0):
+            s.text(f"{a['hash_neighbours']} {a.get('of')} examples have an image of similar hash "
+                   f"in {pair.partition('_')[0]}, {a.get('examples')} of them confirmed by the "
+                   "pixel check. The others are not rated: crops and recolourings of one photo, "
+                   "or different images that look alike (the data audit option "
+                   "near_duplicate_threshold, raised, counts crops as copies).", note=True)
     exact, near = dup.get("exact") or {}, dup.get("near") or {}
     s.values([("distinct examples in all splits (exact)", exact.get("distinct_all")),
               ("distinct examples in all splits (near)", near.get("distinct_all")),
               ("examples in all splits", exact.get("total_all"))])
-    groups = [(split, g) for split, w in (near.get("within") or {}).items()
+    groups = [(level, split, g) for level, report in (("exact", exact), ("near", near))
+              for split, w in (report.get("within") or {}).items()
               for g in w.get("example_groups", [])]
-    if any("text" in g for _, g in groups):
-        s.table(["split", "indices of one group of copies", "text (personal data masked)"],
-                [[split, g.get("indices"), g.get("text")] for split, g in groups])
-    else:
-        s.table(["split", "indices of one group of copies"],
-                [[split, g.get("indices")] for split, g in groups])
+    columns = [c for c in ("max_distance", "hashes", EXCERPT)
+               if any(c in g for _, _, g in groups)]
+    s.table(["level", "split", "indices of one group of copies", *columns],
+            [[level, split, g.get("indices"), *[g.get(c) for c in columns]]
+             for level, split, g in groups])
+    pairs = [(level, a.get("of"), pair.partition("_")[0], row)
+             for level, report in (("exact", exact), ("near", near))
+             for pair, a in (report.get("across") or {}).items()
+             for row in a.get("example_pairs", [])]
+    columns = [c for c in ("distance", "hash", EXCERPT) if any(c in r for *_, r in pairs)]
+    s.table(["level", "split", "index", "copy in", "its index", *columns],
+            [[level, of, row.get("index"), first, row.get("match"), *[row.get(c) for c in columns]]
+             for level, of, first, row in pairs])
     return s
 
 
@@ -298,10 +320,21 @@ def _labels(run: dict, labels: dict) -> Section:
     if not labels.get("trusted"):
         s.text("The checker is too weak on this data for the count to be rated; the examples "
                "are its most confident disagreements.", note=True)
-    s.table(["train index", "label", "checker suggests", "p(label)", "p(suggested)"],
+    s.table(["train index", "label", "checker suggests", "p(label)", "p(suggested)",
+             *_record_columns(labels.get("examples", []))],
             [[e["index"], e["label"], e["suggested"], e["label_probability"],
-              e["suggested_probability"]] for e in labels.get("examples", [])])
+              e["suggested_probability"], *_record_fields(e)]
+             for e in labels.get("examples", [])])
     return s
+
+
+def _record_columns(rows: list[dict]) -> list[str]:
+    """The columns naming listed records: their keyed hash, and an excerpt only if present."""
+    return [c for c in ("hash", EXCERPT) if any(c in r for r in rows)]
+
+
+def _record_fields(row: dict) -> list:
+    return [row[c] for c in ("hash", EXCERPT) if c in row]
 
 
 def _outliers(run: dict, outliers: dict) -> Section:
@@ -310,8 +343,9 @@ def _outliers(run: dict, outliers: dict) -> Section:
               ("fraction", outliers.get("fraction")), ("by reason", outliers.get("by_reason")),
               ("median words", outliers.get("words_median")),
               ("most words", outliers.get("words_max"))])
-    s.table(["train index", "reasons", "robust z"],
-            [[e["index"], e["reasons"], e["score"]] for e in outliers.get("examples", [])])
+    shown = outliers.get("examples", [])
+    s.table(["train index", "reasons", "robust z", *_record_columns(shown)],
+            [[e["index"], e["reasons"], e["score"], *_record_fields(e)] for e in shown])
     return s
 
 
@@ -319,17 +353,24 @@ def _personal_data(run: dict, found: dict) -> Section:
     s = Section(slug("data", run["name"], "personal-data"), "Personal data in text")
     rows, shown = [], []
     for split, scan in found.items():
-        for kind, entry in (scan.get("by_type") or {}).items():
+        kinds = list((scan.get("by_type") or {}).items())
+        if isinstance(scan.get("links"), dict):
+            kinds.append(("links (not personal data)", scan["links"]))
+        for kind, entry in kinds:
             rows.append([split, kind, entry.get("matches"), entry.get("texts")])
-            shown.extend([split, kind, e["index"], e["masked"]] for e in entry.get("examples", []))
-        rows.append([split, "any", None, f"{scan.get('texts_with_personal_data')} of "
-                                         f"{scan.get('texts')} ({pct(scan.get('fraction'))})"])
+            shown.extend((split, kind, e) for e in entry.get("examples", []))
+        rows.append([split, "any personal data", None,
+                     f"{scan.get('texts_with_personal_data')} of {scan.get('texts')} "
+                     f"({pct(scan.get('fraction'))})"])
     s.table(["split", "type", "matches", "texts"], rows)
-    s.table(["split", "type", "index", "masked example"], shown)
-    s.text("Patterns find e-mail addresses, phone numbers, URLs, IP addresses and card "
-           "numbers that pass the Luhn check; names and street addresses are not detected. "
-           "The data option `anonymize` replaces them with typed placeholders before training.",
-           note=True)
+    columns = _record_columns([e for *_, e in shown])
+    s.table(["split", "type", "index", "masked value", *columns],
+            [[split, kind, e["index"], e["masked"], *_record_fields(e)]
+             for split, kind, e in shown])
+    s.text("Patterns find e-mail addresses, phone numbers, IP addresses and card numbers that "
+           "pass the Luhn check (personal data), and URLs (links, counted apart); names and "
+           "street addresses are not detected. The data option `anonymize` replaces all of them "
+           "with typed placeholders before training.", note=True)
     return s
 
 
@@ -485,7 +526,8 @@ def _membership(vid: str, name: str, mi: dict, with_plots: bool) -> Section:
     if exposed:
         child = Section(slug(vid, "membership-exposed"), "Most exposed training examples")
         keys = [k for k in ("train_index", "class", "attack", "score",
-                            "above_0.1%_fpr_threshold", "text") if any(k in e for e in exposed)]
+                            "above_0.1%_fpr_threshold", "hash", EXCERPT)
+                if any(k in e for e in exposed)]
         child.table(keys, [[e.get(k) for k in keys] for e in exposed])
         s.children.append(child)
     child = Section(slug(vid, "membership-settings"), "Settings and cost")
@@ -597,8 +639,10 @@ _METHODS = [
      "combination of both test intervals (Zou & Donner 2008; treats them as independent, "
      "which errs towards inconclusive). Strongest membership attack: each attack's interval "
      "at a Bonferroni-corrected confidence, maximized over attacks."),
-    ("Data audit", "Duplicates by hashing (raw/normalized text, 8-bit pixels, 64-bit DCT "
-     "perceptual hashes with banded candidate search); suspicious labels by cross-validated "
+    ("Data audit", "Duplicates by hashing (raw/normalized text, 8-bit pixels); near-duplicate "
+     "images: candidates from 64-bit DCT perceptual hashes (banded search), each verified by "
+     "the distance of standardized 16x16 thumbnails, groups only of mutually verified "
+     "copies; records named by index and keyed hash; suspicious labels by cross-validated "
      "disagreement with a linear model (low self-confidence); outliers by robust z-scores; "
      "personal data by patterns with a Luhn check for card numbers."),
     ("Scorecard", "Each rule of the audit policy compares one value of the run folder (its path "
