@@ -305,7 +305,6 @@ def _add_baseline_ratios(cost: dict, baseline: str, base_cost: dict) -> None:
     """
     cost["baseline_variant"] = baseline
     cost["train_time_ratio"] = ratio(cost["train_time_s"], base_cost["train_time_s"])
-    cost["step_time_ratio"] = ratio(cost["step_time_median_s"], base_cost["step_time_median_s"])
     cost["peak_rss_increase_ratio"] = ratio(cost["peak_rss_increase_mb"],
                                             base_cost["peak_rss_increase_mb"])
 

@@ -197,7 +197,7 @@ def choose(clipping, model, objective=None, num_microbatches=None):
 def test_auto_clipping_falls_back_to_microbatch_with_the_cost(monkeypatch):
     model = build_model("image_cnn", (8, 8, 1), 10)
     without_fast_module(monkeypatch)
-    with pytest.warns(UserWarning, match=r"could not be imported.*10-85x"):
+    with pytest.warns(UserWarning, match=r"could not be imported.*cost.vs_plain_step"):
         assert choose("auto", model).name == "microbatch"
     with pytest.raises(UnsupportedError, match="clipping 'fast' is not available"):
         choose("fast", model)
@@ -252,7 +252,10 @@ def test_run_folder_gets_privacy_section_and_epsilon_history(tmp_path):
     assert privacy["guarantee_holds"] is True and privacy["steps"] == privacy["planned_steps"]
     assert privacy["data_size"] == metrics["data"]["sizes"]["train"]
     assert metrics["training"]["batching"] == {"name": "poisson"}
-    assert metrics["cost"]["step_time_ratio"] > 0 and "privacy" not in result.metrics["plain"]
+    assert "privacy" not in result.metrics["plain"]
+    # One step-cost figure: the paired ratio (unpaired medians of separately trained models
+    # disagreed with it).
+    assert "step_time_ratio" not in metrics["cost"]
     # The DP step timed against a plain step on copies of the model, whatever the variants.
     assert metrics["cost"]["vs_plain_step"]["ratio"] > 0
     assert metrics["cost"]["vs_plain_step"]["batch_size"] == 64

@@ -20,10 +20,10 @@ import tensorflow as tf
 
 from ...errors import UnsupportedError
 
-# Measured on a 2-core CPU: image_cnn on CIFAR-10 at batch 64 (57-85x), text_lstm on IMDB at
-# batch 32 (11-32x); see docs/dp-sgd.md and docs/fast-clipping.md.
-MICROBATCH_COST = ("typically 10-85x the time of a plain training step on CPU (this run's own "
-                   "ratio is measured after training: metrics.json cost.vs_plain_step)")
+# The measured ratios are in docs/fast-clipping.md; a figure here would go stale.
+MICROBATCH_COST = ("many times the time of a plain training step (measured ratios: "
+                   "docs/fast-clipping.md; this run's own is recorded after training in "
+                   "metrics.json cost.vs_plain_step)")
 
 
 def _tf_privacy():
