@@ -3,9 +3,9 @@
 DP-SGD's privacy loss is `steps` compositions of the Gaussian mechanism (noise multiplier
 sigma, sensitivity 1 after clipping) on a Poisson subsample with rate q = batch_size / N:
 `SelfComposedDpEvent(PoissonSampledDpEvent(q, GaussianDpEvent(sigma)), steps)`. dp-accounting
-evaluates that event with Renyi DP ('rdp') or privacy loss distributions ('pld', tighter and
-slower; see `PLD_DISCRETIZATION`). Neighbouring data sets differ by adding or removing one
-example.
+bounds that event's epsilon from above with Renyi DP ('rdp') or privacy loss distributions
+('pld', tighter and slower; see `PLD_DISCRETIZATION`): every epsilon here is such an upper bound,
+not the exact value. Neighbouring data sets differ by adding or removing one example.
 """
 from __future__ import annotations
 
@@ -56,7 +56,8 @@ def _accountant(name: str):
 @functools.lru_cache(maxsize=1024)  # the report and the per-epoch callback ask again
 def compute_epsilon(noise_multiplier: float, sampling_rate: float, steps: int, delta: float,
                     accountant: str = "rdp") -> float:
-    """Epsilon at `delta` after `steps` DP-SGD steps; 0 before any step, inf without noise."""
+    """An upper bound on epsilon at `delta` after `steps` DP-SGD steps, from `accountant`; 0
+    before any step, inf without noise."""
     if steps == 0:
         return 0.0
     if noise_multiplier == 0:
@@ -81,7 +82,8 @@ def calibrate_noise(target_epsilon: float, sampling_rate: float, steps: int, del
     low = high = guess
     while epsilon(high) > target_epsilon:
         if high >= MAX_NOISE:
-            reachable = _most_steps(target_epsilon, MAX_NOISE, sampling_rate, steps, delta)
+            reachable = _most_steps(target_epsilon, MAX_NOISE, sampling_rate, steps, delta,
+                                    accountant)
             raise ConfigError(
                 f"target_epsilon {target_epsilon:g} is out of reach: even noise multiplier "
                 f"{MAX_NOISE:g} gives epsilon {epsilon(MAX_NOISE):.4g} over {steps} steps at "
@@ -107,12 +109,13 @@ def calibrate_noise(target_epsilon: float, sampling_rate: float, steps: int, del
 
 
 def _most_steps(target_epsilon: float, noise_multiplier: float, sampling_rate: float,
-                upper: int, delta: float) -> int:
+                upper: int, delta: float, accountant: str) -> int:
     """The most steps (below `upper`, which exceeds the target) within the target epsilon."""
     low, high = 0, upper  # epsilon(low) <= target < epsilon(high); epsilon grows with steps
     while high - low > 1:
         middle = (low + high) // 2
-        if compute_epsilon(noise_multiplier, sampling_rate, middle, delta) <= target_epsilon:
+        if compute_epsilon(noise_multiplier, sampling_rate, middle, delta,
+                           accountant) <= target_epsilon:
             low = middle
         else:
             high = middle
