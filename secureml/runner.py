@@ -34,7 +34,7 @@ from .config import ExperimentConfig, VariantConfig, load_config
 from .data import Dataset, DataConfig, TextVectorizer, load_dataset
 from .defences.dp_sgd.vocabulary import Vocabulary, VocabularyPlan, build_vocabulary, \
     plan_vocabulary
-from .errors import ConfigError
+from .errors import ConfigError, SecureMLError
 from .evaluation import classification_metrics
 from .models import build_model, model_spec
 from .training import TrainResult, configure_runtime, make_strategy, train
@@ -305,7 +305,6 @@ def _add_baseline_ratios(cost: dict, baseline: str, base_cost: dict) -> None:
     """
     cost["baseline_variant"] = baseline
     cost["train_time_ratio"] = ratio(cost["train_time_s"], base_cost["train_time_s"])
-    cost["step_time_ratio"] = ratio(cost["step_time_median_s"], base_cost["step_time_median_s"])
     cost["peak_rss_increase_ratio"] = ratio(cost["peak_rss_increase_mb"],
                                             base_cost["peak_rss_increase_mb"])
 
@@ -327,8 +326,10 @@ def _data_audit(config: ExperimentConfig, data: Dataset, run_dir: Path,
 def _write_report(run_dir: Path, progress: bool) -> None:
     try:
         from .report import write_report
-    except ModuleNotFoundError:
-        return
+    except ModuleNotFoundError as err:
+        raise SecureMLError(
+            f"the report needs the Python package '{err.name}', which is not installed: install "
+            f"it and run `secureml report {run_dir}`, or set audit.report: false") from None
     from .audit.verdict import headline
     paths = write_report([run_dir], run_dir)
     _log(progress, "report: " + ", ".join(str(p) for p in paths))

@@ -111,6 +111,9 @@ def test_steps_follow_the_sampling():
     ({"target_epsilon": 3, "epsilon_budget": 2}, "with target_epsilon the target is the budget"),
     ({"target_epsilon": 3, "sampling": "poison"}, "did you mean 'poisson'"),
     ({"target_epsilon": 3, "l2_norm_clp": 1.0}, "did you mean 'l2_norm_clip'"),
+    ({"target_epsilon": 3, "hyperparameters": "tuned"},
+     "choose one of 'default', 'public', 'private_unaccounted'"),
+    ({"target_epsilon": 3, "reproducible": "yes"}, "expected true or false"),
 ])
 def test_config_refuses_with_a_fix(params, message):
     with pytest.raises(ConfigError, match=message):

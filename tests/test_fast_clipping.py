@@ -290,7 +290,9 @@ MIRRORED = """
         return model
 
     def update(on, noise):
-        result = train(builder, x, y, strategy=on, defences=[Fast(noise)], progress=False,
+        with on.scope():  # so that each replica gets its own noise stream
+            defence = Fast(noise)
+        result = train(builder, x, y, strategy=on, defences=[defence], progress=False,
                        config={"epochs": 1, "batch_size": 16, "optimizer": "sgd",
                                "learning_rate": 1.0})
         return result, [a - b for a, b in zip(initial, result.model.get_weights())]

@@ -123,3 +123,16 @@ def test_image_model_on_text_data_is_refused(tmp_path):
     from secureml.errors import ConfigError
     with pytest.raises(ConfigError, match="takes image data but data set .* is text"):
         run_experiment(load_config(raw), out_dir=tmp_path / "runs", progress=False)
+
+
+def test_a_missing_report_dependency_fails_naming_the_package(tmp_path, monkeypatch):
+    import sys
+    from secureml import runner
+    from secureml.errors import SecureMLError
+    # A fresh import of secureml.report, as in an environment without jinja2.
+    for name in [n for n in sys.modules if n.startswith("secureml.report")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "jinja2", None)
+    with pytest.raises(SecureMLError, match=r"needs the Python package 'jinja2'.*secureml "
+                                            r"report .*audit\.report: false"):
+        runner._write_report(tmp_path, progress=False)

@@ -609,6 +609,6 @@ def _training_cost(context) -> dict:
     training step against a plain step measured after training."""
     cost = context.metrics["cost"]
     out = {key: cost.get(key) for key in ("baseline_variant", "train_time_s",
-                                          "train_time_ratio", "step_time_ratio")}
+                                          "train_time_ratio")}
     out["step_vs_plain_step"] = (cost.get("vs_plain_step") or {}).get("ratio")
     return out

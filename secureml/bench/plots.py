@@ -12,7 +12,7 @@ from .results import pareto_front  # noqa: E402
 
 COSTS = {
     "train_time_ratio": "training time / baseline",
-    "step_time_ratio": "time per step / baseline",
+    "step_vs_plain": "defended step / plain step (paired)",
     "peak_rss_increase_ratio": "training memory increase / baseline",
 }
 

@@ -8,12 +8,15 @@ def _cell(value: str) -> str:
     return value.replace("|", "\\|").replace("\n", " ")
 
 
+def table_markdown(columns: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(_cell(c) for c in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def _block(block: Block) -> str:
     if block.kind == "table":
-        lines = ["| " + " | ".join(_cell(c) for c in block.columns) + " |",
-                 "|" + "---|" * len(block.columns)]
-        lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in block.rows]
-        return "\n".join(lines)
+        return table_markdown(block.columns, block.rows)
     if block.kind == "plot":
         return f"*Plot: {block.text} (in report.html).*"
     if block.kind == "note":

@@ -18,10 +18,13 @@ class PlainEngine:
         prepared = objective.prepare(model, x, y)
         with tf.GradientTape() as tape:
             loss_vector, logits = objective.loss(model, prepared, y, training=True)
-            # Each replica's mean is scaled so that the optimizer's cross-replica sum is the
-            # global mean, as Keras' own train_step does.
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            loss = tf.reduce_mean(loss_vector) / replicas
+            loss = tf.reduce_mean(loss_vector)
+            regularization = model.losses  # kernel_regularizer, add_loss: as Keras adds them
+            if regularization:
+                loss += tf.add_n(regularization)
+            # Each replica's loss is scaled so that the optimizer's cross-replica sum is the
+            # global one, as Keras' own train_step does.
+            loss /= tf.distribute.get_strategy().num_replicas_in_sync
         variables = model.trainable_variables
         gradients = tape.gradient(loss, variables)
         optimizer.apply_gradients(zip(gradients, variables))

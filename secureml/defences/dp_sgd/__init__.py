@@ -1,4 +1,4 @@
-"""The `dp_sgd` defence: DP-SGD training with exact privacy accounting.
+"""The `dp_sgd` defence: DP-SGD training with its privacy accounted (RDP or PLD upper bounds).
 
 ```yaml
 defences:
@@ -7,9 +7,10 @@ defences:
 
 Batch size, epochs, learning rate and optimizer come from `training`. The noise is calibrated
 so that the planned epochs spend `target_epsilon` (or `noise_multiplier` is given and epsilon
-follows); batches are Poisson-sampled by default so that the accounting holds as stated; every
-epoch logs the epsilon spent. From Python, `make_private(model, ...)` does the same for a plain
-Keras model. See docs/dp-sgd.md.
+follows); batches are Poisson-sampled by default so that the accounting holds as stated, and
+they and the noise are drawn from the operating system's secure generator, not the run's seed;
+every epoch logs the epsilon spent. From Python, `make_private(model, ...)` does the same for a
+plain Keras model. See docs/dp-sgd.md.
 
 This module imports neither TensorFlow nor tensorflow-privacy until a model is involved, so the
 `secureml privacy` calculators start quickly.

@@ -3,9 +3,9 @@
 DP-SGD's privacy loss is `steps` compositions of the Gaussian mechanism (noise multiplier
 sigma, sensitivity 1 after clipping) on a Poisson subsample with rate q = batch_size / N:
 `SelfComposedDpEvent(PoissonSampledDpEvent(q, GaussianDpEvent(sigma)), steps)`. dp-accounting
-evaluates that event with Renyi DP ('rdp') or privacy loss distributions ('pld', tighter and
-slower; see `PLD_DISCRETIZATION`). Neighbouring data sets differ by adding or removing one
-example.
+bounds that event's epsilon from above with Renyi DP ('rdp') or privacy loss distributions
+('pld', tighter and slower; see `PLD_DISCRETIZATION`): every epsilon here is such an upper bound,
+not the exact value. Neighbouring data sets differ by adding or removing one example.
 
 A vocabulary released with DP before training (secureml.defences.dp_sgd.vocabulary) is one more
 Gaussian mechanism, `GaussianDpEvent(vocabulary_noise)`, composed with training's events; its
@@ -34,7 +34,7 @@ _BRACKET_STEP = 1.25
 # Noise multipliers searched for a single Gaussian mechanism (epsilon about 30 down to 1e-5).
 _GAUSSIAN_RANGE = (0.2, 1e6)
 # PLD's loss grid. Its estimate is pessimistic (a valid upper bound) at any spacing; 1e-3 is
-# about ten times faster than dp-accounting's default 1e-4 and within 0.5% of its epsilon.
+# much faster than dp-accounting's default 1e-4 at a slightly larger bound (docs/dp-sgd.md).
 PLD_DISCRETIZATION = 1e-3
 
 
@@ -71,8 +71,9 @@ def _accountant(name: str):
 @functools.lru_cache(maxsize=1024)  # the report and the per-epoch callback ask again
 def compute_epsilon(noise_multiplier: float, sampling_rate: float, steps: int, delta: float,
                     accountant: str = "rdp", vocabulary_noise: float = 0.0) -> float:
-    """Epsilon at `delta` after `steps` DP-SGD steps, composed after a DP vocabulary's Gaussian
-    of noise multiplier `vocabulary_noise` (0: none). 0 before anything, inf without noise."""
+    """An upper bound on epsilon at `delta` after `steps` DP-SGD steps, from `accountant`,
+    composed after a DP vocabulary's Gaussian of noise multiplier `vocabulary_noise` (0: none).
+    0 before anything, inf without noise."""
     if steps == 0 and not vocabulary_noise:
         return 0.0
     if steps and noise_multiplier == 0:
@@ -113,7 +114,7 @@ def calibrate_noise(target_epsilon: float, sampling_rate: float, steps: int, del
     while epsilon(high) > target_epsilon:
         if high >= MAX_NOISE:
             reachable = _most_steps(target_epsilon, MAX_NOISE, sampling_rate, steps, delta,
-                                    vocabulary_noise)
+                                    accountant, vocabulary_noise)
             vocabulary = (f" after the DP vocabulary's epsilon "
                           f"{compute_epsilon(0.0, 0.0, 0, delta, accountant, vocabulary_noise):.3g}"
                           if vocabulary_noise else "")
@@ -142,13 +143,13 @@ def calibrate_noise(target_epsilon: float, sampling_rate: float, steps: int, del
 
 
 def _most_steps(target_epsilon: float, noise_multiplier: float, sampling_rate: float,
-                upper: int, delta: float, vocabulary_noise: float = 0.0) -> int:
+                upper: int, delta: float, accountant: str, vocabulary_noise: float = 0.0) -> int:
     """The most steps (below `upper`, which exceeds the target) within the target epsilon."""
     low, high = 0, upper  # epsilon(low) <= target < epsilon(high); epsilon grows with steps
     while high - low > 1:
         middle = (low + high) // 2
         if compute_epsilon(noise_multiplier, sampling_rate, middle, delta,
-                           vocabulary_noise=vocabulary_noise) <= target_epsilon:
+                           accountant, vocabulary_noise) <= target_epsilon:
             low = middle
         else:
             high = middle

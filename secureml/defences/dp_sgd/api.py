@@ -4,7 +4,8 @@
 from secureml.defences import dp_sgd
 
 private = dp_sgd.make_private(model, data_size=len(x), batch_size=256, epochs=30,
-                              target_epsilon=3.0, optimizer="sgd", learning_rate=0.1)
+                              target_epsilon=3.0, optimizer="sgd", learning_rate=0.1,
+                              hyperparameters="public")       # chosen without this data
 history = private.fit(x, y, validation_data=(x_val, y_val))   # history.history["epsilon"]
 private.privacy["epsilon"]                                      # spent so far
 private.compare_step_time(x, y)["ratio"]                        # DP step / plain step
@@ -42,7 +43,11 @@ def _refuse_optimizer(optimizer) -> None:
 class PrivateModel(HardenedModel):
     """The user's model, compiled for DP-SGD. `fit(x, y)` samples its own batches (the
     accounting depends on how batches are drawn) and adds the accounting callback; `privacy`
-    is the guarantee so far. The wrapped model is trained in place."""
+    is the guarantee so far. The wrapped model is trained in place.
+
+    Every `fit` draws fresh sampling and noise, and `privacy` composes the steps of all of
+    them; once the budget is spent (`stop_at_budget`, the default), a further `fit` is refused.
+    """
 
     def __init__(self, defence: DPSGD, setup: TrainingSetup):
         super().__init__(setup.model, setup.objective, setup.engine)
@@ -108,9 +113,11 @@ def make_private(model: tf.keras.Model, *, data_size: int, batch_size: int, epoc
     Give `target_epsilon` (the noise is calibrated to spend it over `epochs` epochs of
     `batch_size`) or `noise_multiplier`. `delta` defaults to min(1e-5, 1/(10 N)). `options` are
     the other `dp_sgd` config keys: accountant, sampling, clipping, num_microbatches,
-    stop_at_budget, epsilon_budget. `objective` (default cross-entropy) may be an adversarial
-    training objective. Build `model` inside a `tf.distribute` strategy's scope to train on
-    several devices.
+    stop_at_budget, epsilon_budget, hyperparameters (how they were chosen: 'default', 'public'
+    or 'private_unaccounted'; unstated, no guarantee is claimed) and reproducible (noise and
+    sampling from `seed`, which voids the guarantee; otherwise `seed` does not determine them).
+    `objective` (default cross-entropy) may be an adversarial training objective. Build `model`
+    inside a `tf.distribute` strategy's scope to train on several devices.
     """
     if not isinstance(optimizer, str):
         _refuse_optimizer(optimizer)

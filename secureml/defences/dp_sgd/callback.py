@@ -1,4 +1,6 @@
 """`PrivacyAccounting`: epsilon spent after every epoch, and a stop before the budget is spent."""
+import warnings
+
 import tensorflow as tf
 
 from ...errors import SecureMLError
@@ -13,8 +15,11 @@ class PrivacyAccounting(tf.keras.callbacks.Callback):
     """Counts DP-SGD steps and adds `epsilon` (spent so far) to every epoch's logs, so it shows
     in the progress line and in history.json.
 
-    With `stop_at_budget` and a `budget`, training stops at the end of an epoch when one more
-    epoch would take epsilon over the budget. Steps accumulate across `fit` calls.
+    Steps accumulate across `fit` calls, each of which draws fresh sampling and noise, so the
+    epsilon composes every step of every fit. With a `budget` and `stop_at_budget`, training
+    stops at the end of an epoch when one more epoch would take epsilon over the budget, and a
+    later `fit` is refused; without `stop_at_budget`, training goes on and a warning says when
+    epsilon exceeds the budget.
     """
 
     def __init__(self, plan: PrivacyPlan, budget: float | None = None,
@@ -24,6 +29,7 @@ class PrivacyAccounting(tf.keras.callbacks.Callback):
         self.steps = 0
         self.epochs = 0
         self.stopped_at_budget = False
+        self._warned_over_budget = False
 
     def _next_epoch_exceeds_budget(self) -> bool:
         return (self.stop_at_budget and self.budget is not None
@@ -42,8 +48,14 @@ class PrivacyAccounting(tf.keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.epochs += 1
+        epsilon = self.plan.epsilon(self.steps)
         if logs is not None:
-            logs["epsilon"] = self.plan.epsilon(self.steps)
+            logs["epsilon"] = epsilon
+        if self.budget is not None and epsilon > self.budget and not self._warned_over_budget:
+            self._warned_over_budget = True
+            warnings.warn(f"dp_sgd: OVER BUDGET: epsilon {epsilon:.4g} after {self.steps} steps "
+                          f"exceeds the budget {self.budget:g} (stop_at_budget is off); the "
+                          "privacy section reports within_budget: false", stacklevel=2)
         if epoch + 1 < self.params.get("epochs", 0) and self._next_epoch_exceeds_budget():
             self.model.stop_training = True
             self.stopped_at_budget = True

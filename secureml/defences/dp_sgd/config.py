@@ -92,6 +92,15 @@ class Config:
     epsilon_budget: float | None = None
     # Text data: the vocabulary's source and, when it is DP, its noise.
     vocabulary: VocabularyConfig = field(default_factory=VocabularyConfig)
+    # True: noise and sampling come from the run's seed instead of the operating system's
+    # secure generator, so a run replays exactly (tests, debugging), and so can anyone who
+    # knows the seed: the guarantee does not hold.
+    reproducible: bool = False
+    # How the hyperparameters (learning rate, batch size, epochs, clip norm, model) were chosen:
+    # 'default' (secureml's defaults, chosen without this data), 'public' (on public data or
+    # from a published recipe), 'private_unaccounted' (on this private data: the choice leaks
+    # privacy that the epsilon does not count). Unset: not stated, and no guarantee is claimed.
+    hyperparameters: Literal["default", "public", "private_unaccounted"] | None = None
 
     def validate(self):
         if (self.target_epsilon is None) == (self.noise_multiplier is None):

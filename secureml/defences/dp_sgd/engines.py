@@ -9,7 +9,9 @@
   `vectorized_map`, faster on small models and much hungrier for memory.
 
 Every engine computes (sum of clipped per-example gradients + N(0, (sigma C)^2)) / B, where B is
-the expected batch size under Poisson sampling and the actual global batch size otherwise.
+the expected batch size under Poisson sampling and the actual global batch size otherwise, with
+the noise from the secret generator of `randomness`, then adds the gradient of the model's
+weight penalty (`regularization`).
 """
 from __future__ import annotations
 
@@ -19,11 +21,13 @@ import warnings
 import tensorflow as tf
 
 from ...errors import UnsupportedError
+from .randomness import DPRandomness, add_noise_and_average
+from .regularization import add_weight_penalty, check_example_independent
 
-# Measured on a 2-core CPU: image_cnn on CIFAR-10 at batch 64 (57-85x), text_lstm on IMDB at
-# batch 32 (11-32x); see docs/dp-sgd.md and docs/fast-clipping.md.
-MICROBATCH_COST = ("typically 10-85x the time of a plain training step on CPU (this run's own "
-                   "ratio is measured after training: metrics.json cost.vs_plain_step)")
+# The measured ratios are in docs/fast-clipping.md; a figure here would go stale.
+MICROBATCH_COST = ("many times the time of a plain training step (measured ratios: "
+                   "docs/fast-clipping.md; this run's own is recorded after training in "
+                   "metrics.json cost.vs_plain_step)")
 
 
 def _tf_privacy():
@@ -44,14 +48,16 @@ def is_dp_optimizer(optimizer) -> bool:
 class TFPrivacyEngine:
     """DP-SGD through tensorflow-privacy's DP Keras optimizers ('microbatch' or 'vectorized').
 
-    The optimizer clips and noises each replica's examples and divides by their number; this
-    engine rescales that to the global denominator B above. Under R replicas each optimizer
-    adds noise sigma C / sqrt(R), so the cross-replica sum carries exactly N(0, (sigma C)^2).
+    The optimizer clips each replica's examples (or microbatches), sums them and divides by
+    their number. It is built with noise multiplier 0: tensorflow-privacy draws its noise with
+    `tf.random.normal` from TensorFlow's global seed, which the run's seed sets and op
+    determinism replays, so this engine adds the noise itself, from `randomness`, exactly as
+    the fast engine does (`add_noise_and_average`, which also rescales to the global B).
     """
 
     def __init__(self, name: str, l2_norm_clip: float, noise_multiplier: float,
                  num_microbatches: int | None = None, expected_batch_size: int | None = None,
-                 replicas: int = 1):
+                 replicas: int = 1, randomness: DPRandomness | None = None):
         if name not in ("microbatch", "vectorized"):
             raise ValueError(f"unknown tensorflow-privacy engine {name!r}")
         self.name = name
@@ -60,9 +66,12 @@ class TFPrivacyEngine:
         self.num_microbatches = num_microbatches
         self.expected_batch_size = expected_batch_size
         self.replicas = replicas
+        # Built here, in the strategy's scope, so that each replica gets its own stream.
+        self._noise = (randomness or DPRandomness()).noise_generator()
 
     def make_optimizer(self, config) -> tf.keras.optimizers.Optimizer:
-        """The DP version of `training.optimizer` (a `TrainingConfig`), for one replica."""
+        """The clipping DP version of `training.optimizer` (a `TrainingConfig`), for one
+        replica, without noise of its own (see the class docstring)."""
         kwargs = {"learning_rate": config.learning_rate}
         if config.optimizer == "sgd":
             kwargs["momentum"] = config.momentum
@@ -75,8 +84,7 @@ class TFPrivacyEngine:
                    ("vectorized", "adam"): vectorized.VectorizedDPKerasAdamOptimizer,
                    ("vectorized", "sgd"): vectorized.VectorizedDPKerasSGDOptimizer,
                    }[self.name, config.optimizer]
-        return factory(self.l2_norm_clip, self.noise_multiplier / math.sqrt(self.replicas),
-                       self._local_microbatches(), **kwargs)
+        return factory(self.l2_norm_clip, 0.0, self._local_microbatches(), **kwargs)
 
     def _local_microbatches(self) -> int | None:
         return None if self.num_microbatches is None else self.num_microbatches // self.replicas
@@ -94,23 +102,17 @@ class TFPrivacyEngine:
         with tf.GradientTape() as tape:
             loss_vector, logits = objective.loss(model, prepared, y, training=True)
             dp_loss = loss_vector if self.expected_batch_size is None else loss_vector * weight
+        check_example_independent(model)
         variables = model.trainable_variables
-        noised = optimizer._compute_gradients(dp_loss, variables, tape=tape)
-        scale = self._rescale(self._local_microbatches() or tf.shape(dp_loss)[0])
-        optimizer.apply_gradients([(g * scale, v) for g, v in noised])
+        clipped = optimizer._compute_gradients(dp_loss, variables, tape=tape)
+        # tensorflow-privacy divided this replica's clipped sum by its number of units.
+        units = self._local_microbatches() or tf.shape(dp_loss)[0]
+        sums = [g * tf.cast(units, g.dtype) for g, _ in clipped]
+        gradients = add_noise_and_average(sums, units, self._noise, self.noise_multiplier,
+                                          self.l2_norm_clip, self.expected_batch_size)
+        gradients = add_weight_penalty(model, gradients)
+        optimizer.apply_gradients(zip(gradients, variables))
         return loss_vector[:size], logits[:size]
-
-    def _rescale(self, divided_by):
-        """tensorflow-privacy divided this replica's noised sum by `divided_by`; the factor that
-        turns that into a share of the global (noised sum) / B."""
-        divided_by = tf.cast(divided_by, tf.float32)
-        if self.expected_batch_size is not None:
-            return divided_by / self.expected_batch_size
-        if self.replicas == 1:
-            return tf.constant(1.0)
-        total = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM,
-                                                               divided_by)
-        return divided_by / total
 
     def describe(self) -> dict:
         return {"name": self.name, "num_microbatches": self.num_microbatches,
@@ -132,7 +134,8 @@ def _never_empty(x, y):
 
 def choose_engine(clipping: str, model: tf.keras.Model, objective, *, l2_norm_clip: float,
                   noise_multiplier: float, num_microbatches: int | None,
-                  expected_batch_size: int | None, replicas: int):
+                  expected_batch_size: int | None, replicas: int,
+                  randomness: DPRandomness | None = None):
     """The engine for `clipping` ('auto', 'fast', 'microbatch' or 'vectorized').
 
     'auto' takes fast clipping when its module is installed and supports the model and
@@ -141,7 +144,8 @@ def choose_engine(clipping: str, model: tf.keras.Model, objective, *, l2_norm_cl
     if clipping in ("auto", "fast") and num_microbatches is None:
         fast, reason = _fast_clipping(model, objective)
         if fast is not None:
-            return fast.FastClippingEngine(l2_norm_clip, noise_multiplier, expected_batch_size)
+            return fast.FastClippingEngine(l2_norm_clip, noise_multiplier, expected_batch_size,
+                                           randomness)
         if clipping == "fast":
             raise UnsupportedError(f"clipping 'fast' is not available: {reason}. Use clipping: "
                                    "auto (falls back to microbatch) or microbatch")
@@ -150,7 +154,7 @@ def choose_engine(clipping: str, model: tf.keras.Model, objective, *, l2_norm_cl
                       stacklevel=3)
     name = "microbatch" if clipping in ("auto", "fast") else clipping
     return TFPrivacyEngine(name, l2_norm_clip, noise_multiplier, num_microbatches,
-                           expected_batch_size, replicas)
+                           expected_batch_size, replicas, randomness)
 
 
 def _fast_clipping(model, objective):

@@ -2,20 +2,17 @@
 
 The update is tensorflow-privacy's Gaussian sum query: the sum over the batch of each example's
 gradient clipped to L2 norm C (over all trainable variables jointly), plus N(0, (sigma C)^2) on
-every coordinate, divided by the expected batch size (Poisson sampling) or else the actual one.
-
-Under a `tf.distribute` strategy with R replicas the optimizer sums the replicas' gradients.
-Each replica therefore divides by the global batch size and adds noise of standard deviation
-sigma C / sqrt(R): the R independent draws sum to exactly N(0, (sigma C)^2), the variance the
-privacy accountant assumes.
+every coordinate from the secret noise generator, divided by the expected batch size (Poisson
+sampling) or else the actual one (`randomness.add_noise_and_average`, which also covers several
+replicas), plus the gradient of the model's weight penalty (`regularization`).
 """
-import math
-
 import numpy as np
 import tensorflow as tf
 
 from secureml.errors import ConfigError, UnsupportedError
 
+from ..randomness import DPRandomness, add_noise_and_average
+from ..regularization import add_weight_penalty, check_example_independent
 from .instrument import InstrumentedModel
 
 
@@ -34,7 +31,10 @@ class FastClippingEngine:
     name = "fast"
 
     def __init__(self, l2_norm_clip: float, noise_multiplier: float,
-                 expected_batch_size: int | None = None):
+                 expected_batch_size: int | None = None,
+                 randomness: DPRandomness | None = None):
+        """`randomness` (default: fresh OS entropy) gives the noise generator; construct the
+        engine in the strategy's scope that trains with it, so each replica has its own."""
         if not l2_norm_clip > 0:
             raise ConfigError(f"l2_norm_clip must be positive, got {l2_norm_clip}")
         if not noise_multiplier >= 0:
@@ -45,6 +45,7 @@ class FastClippingEngine:
         self.l2_norm_clip = float(l2_norm_clip)
         self.noise_multiplier = float(noise_multiplier)
         self.expected_batch_size = expected_batch_size
+        self._noise = (randomness or DPRandomness()).noise_generator()
         self._instrumented = None
 
     def _instrument(self, model) -> InstrumentedModel:
@@ -68,23 +69,12 @@ class FastClippingEngine:
 
         batch_size = tf.shape(y)[0]
         losses, logits, sums = tf.cond(batch_size > 0, clipped_sum, nothing)
-        gradients = self._noise_and_average(sums, batch_size)
+        check_example_independent(model)
+        gradients = add_noise_and_average(sums, batch_size, self._noise, self.noise_multiplier,
+                                          self.l2_norm_clip, self.expected_batch_size)
+        gradients = add_weight_penalty(model, gradients)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         return losses, logits
-
-    def _noise_and_average(self, sums: list, batch_size) -> list:
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        if self.expected_batch_size:
-            denominator = tf.constant(float(self.expected_batch_size))
-        else:
-            denominator = tf.cast(batch_size, tf.float32)
-            if replicas > 1:
-                denominator = tf.distribute.get_replica_context().all_reduce(
-                    tf.distribute.ReduceOp.SUM, denominator)
-        stddev = self.noise_multiplier * self.l2_norm_clip / math.sqrt(replicas)
-        if stddev > 0:
-            sums = [s + tf.random.normal(tf.shape(s), stddev=stddev, dtype=s.dtype) for s in sums]
-        return [s / denominator for s in sums]
 
     def describe(self, model: tf.keras.Model | None = None) -> dict:
         """The per-example norm method of each trainable layer ('direct' or 'ghost') of `model`,

@@ -157,9 +157,9 @@ def recurrence_chains() -> int:
     """How many groups of examples run their recurrences side by side.
 
     On CPU one recurrence is a chain of small dependent operations that leaves cores idle; two
-    half-batch chains kept both cores of a 2-core machine busy and ran the instrumented LSTM's
-    forward and backward pass 21-29% faster at batches 64 and 256 (three or four chains were
-    slower). Not measured on more cores, so two at most; one on a GPU, which runs one stream.
+    half-batch chains keep both cores of a 2-core machine busy and ran the instrumented LSTM
+    faster, three or four slower (docs/fast-clipping.md). Not measured on more cores, so two at
+    most; one on a GPU, which runs one stream.
     """
     if tf.config.list_logical_devices("GPU"):
         return 1
