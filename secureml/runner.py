@@ -30,7 +30,7 @@ from .config import ExperimentConfig, VariantConfig, load_config
 from .data import Dataset, TextVectorizer, load_dataset
 from .errors import ConfigError
 from .evaluation import classification_metrics
-from .models import build_model, model_spec
+from .models import build_model, check_memory, model_spec
 from .training import TrainResult, configure_runtime, make_strategy, train
 from .training.resources import library_versions
 from .console import log as _log
@@ -126,6 +126,11 @@ def run_experiment(config: ExperimentConfig | str | Path, *, out_dir: str | Path
 
     data = load_dataset(config.data, seed=config.seed, progress=progress)
     inputs = prepare_inputs(data, config.data.vocab_size, config.data.sequence_length)
+    for variant in selected:
+        if model_spec(variant.model_name).kind == data.kind:  # else _run_variant says so
+            check_memory(variant.model_name, inputs.input_shape, data.num_classes,
+                         variant.training.batch_size, vocab_size=inputs.vocab_size,
+                         where=f"variant '{variant.name}': ", **variant.model_options)
     data_record = {"summary": data.summary(), "audit": _data_audit(config, data, progress)}
     _write_json(run_dir / "data.json", data_record)
     _log(progress, f"data: {data.name} ({data.kind}), {data.num_classes} classes, "

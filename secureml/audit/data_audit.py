@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -24,20 +25,12 @@ AUDIT_VERSION = 1
 @dataclass
 class DataAuditOptions:
     # Images whose 64-bit perceptual hashes differ in at most this many bits are near duplicates.
-    near_duplicate_distance: int = 4
+    near_duplicate_distance: Annotated[int, schema.Range(0, 16)] = 4
     label_check: bool = True
     # The label check fits a model on at most this many training examples, chosen at random.
-    label_check_limit: int = 20000
-    examples: int = 5
-    seed: int = 0
-
-    def validate(self):
-        if not 0 <= self.near_duplicate_distance <= 16:
-            schema.fail("near_duplicate_distance", "must be between 0 and 16 bits, got "
-                                                   f"{self.near_duplicate_distance}")
-        if self.label_check_limit < 100:
-            schema.fail("label_check_limit", f"must be at least 100, got "
-                                             f"{self.label_check_limit}")
+    label_check_limit: Annotated[int, schema.Range(100)] = 20000
+    examples: schema.NonNegativeInt = 5
+    seed: schema.Seed = 0
 
 
 def audit_dataset(data, *, options: DataAuditOptions | dict | None = None,
