@@ -3,13 +3,30 @@
 `run` and `datasets` live here; each capability brings its other subcommands from a module
 exposing `add_arguments(parser)` and `main(args) -> int`, listed in `COMMANDS`; only the module
 of the command being run is imported, so `secureml privacy ...` does not wait for TensorFlow.
-A `SecureMLError` is printed as one line, without a traceback.
+Every error a user can fix (a `SecureMLError`, a bad argument) is printed as one line,
+`secureml: error: ...`, without a traceback, and exits with status 2.
 """
 import argparse
 import importlib
+import os
 import sys
+from pathlib import Path
 
-from .errors import SecureMLError
+from .errors import ConfigError, SecureMLError
+
+
+class _ArgumentError(SecureMLError):
+    """A command line argparse refused."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors raised as one line instead of usage text and sys.exit."""
+
+    def error(self, message):
+        command = self.prog.removeprefix("secureml").strip()
+        raise _ArgumentError(f"{command + ': ' if command else ''}{message} "
+                             f"(see {self.prog} --help)")
+
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "privacy": ("secureml.defences.dp_sgd.cli", "plan a DP-SGD privacy budget (epsilon, noise)"),
@@ -39,10 +56,24 @@ def _run(args) -> int:
     from .config import load_config
     from .runner import run_experiment
     config = load_config(args.config, args.overrides)
+    _check_parent_folder(Path(args.out or config.output.dir),
+                         "--out" if args.out else "output.dir")
     result = run_experiment(config, out_dir=args.out, variants=args.variants,
                             progress=not args.quiet)
     print(result.directory)
     return 0
+
+
+def _check_parent_folder(path: Path, option: str) -> None:
+    """Refuse a run folder's parent that cannot be a folder or cannot be written, before
+    anything runs."""
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"{option} {path}: {existing} is a file, not a folder; choose a "
+                          f"folder for the run folders")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {path}: cannot create folders in {existing} (permission "
+                          f"denied); choose a folder you can write to")
 
 
 def _add_datasets(sub) -> None:
@@ -82,7 +113,7 @@ def _datasets(args) -> int:
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="secureml",
         description="Privacy and security hardening for TensorFlow/Keras classifiers.")
     parser.add_argument("--version", action="store_true", help="print versions and exit")
@@ -101,24 +132,38 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    parser = build_parser(argv)
-    args = parser.parse_args(argv)
-    if args.version:
-        from .training.resources import library_versions
-        for name, version in library_versions().items():
-            print(f"{name} {version}")
-        return 0
-    if not getattr(args, "handler", None):
-        parser.print_help()
-        return 2
     try:
+        parser = build_parser(argv)
+        args = parser.parse_args(argv)
+        if args.version:
+            from .training.resources import library_versions
+            for name, version in library_versions().items():
+                print(f"{name} {version}")
+            return 0
+        if not getattr(args, "handler", None):
+            raise _ArgumentError(f"no command given; choose one of run, datasets, "
+                                 f"{', '.join(COMMANDS)} (see secureml --help)")
         return args.handler(args) or 0
     except SecureMLError as err:
-        print(f"secureml: error: {err}", file=sys.stderr)
+        _error(str(err))
+        return 2
+    except OSError as err:
+        # The environment refused an operation on a named file that no check before it could
+        # foresee (permissions, a full disk, a path that changed meanwhile). Anything else is a
+        # bug and keeps its traceback.
+        if err.filename is None:
+            raise
+        _error(f"{err.filename}: {err.strerror or err}"
+               + (f" (and {err.filename2})" if err.filename2 else ""))
         return 2
     except KeyboardInterrupt:
         print("secureml: interrupted", file=sys.stderr)
         return 130
+
+
+def _error(message: str) -> None:
+    # One line, whatever the message holds (YAML errors and file names may span lines).
+    print(f"secureml: error: {' '.join(message.split())}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -147,16 +147,16 @@ def resolve(raw: dict, where: str = "config") -> ExperimentConfig:
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ConfigError(f"{where}: name {name!r} must be letters, digits, '_', '.' or '-' "
                           "(it names the run folder)")
-    seed = schema.coerce(int, raw.get("seed", 0), f"{where}.seed")
-    data = schema.build(DataConfig, raw.get("data"), f"{where}.data")
+    seed = schema.coerce(schema.Seed, raw.get("seed", 0), f"{where}: seed")
+    data = schema.build(DataConfig, raw.get("data"), f"{where}: data")
     base = {key: raw.get(key) or {} for key in ("model", "training", "defences", "evaluation")}
     variants_raw = raw.get("variants") or {"main": {}}
     if not isinstance(variants_raw, dict):
-        raise ConfigError(f"{where}.variants: expected a mapping of variant name to overrides, "
+        raise ConfigError(f"{where}: variants: expected a mapping of variant name to overrides, "
                           "for example {plain: {}, dp: {defences: {dp_sgd: {target_epsilon: 3}}}}")
-    variants = [_resolve_variant(vname, base, overrides or {}, f"{where}.variants.{vname}")
+    variants = [_resolve_variant(vname, base, overrides or {}, f"{where}: variants.{vname}")
                 for vname, overrides in variants_raw.items()]
-    audit = schema.build(AuditConfig, raw.get("audit"), f"{where}.audit")
+    audit = schema.build(AuditConfig, raw.get("audit"), f"{where}: audit")
     names = [v.name for v in variants]
     if audit.baseline is not None and audit.baseline not in names:
         raise ConfigError(f"{where}.audit.baseline: '{audit.baseline}' is not a variant; "
@@ -170,12 +170,12 @@ def resolve(raw: dict, where: str = "config") -> ExperimentConfig:
                 module = registry.evaluation_module("membership")
                 variant.evaluation["membership"] = schema.build(
                     module.Config, {"attacks": list(THRESHOLD_ATTACKS)},
-                    f"{where}.variants.{variant.name}.evaluation.membership")
+                    f"{where}: variants.{variant.name}.evaluation.membership")
     return ExperimentConfig(
         name=name, seed=seed, data=data, variants=variants,
-        runtime=schema.build(RuntimeConfig, raw.get("runtime"), f"{where}.runtime"),
+        runtime=schema.build(RuntimeConfig, raw.get("runtime"), f"{where}: runtime"),
         audit=audit,
-        output=schema.build(OutputConfig, raw.get("output"), f"{where}.output"),
+        output=schema.build(OutputConfig, raw.get("output"), f"{where}: output"),
         description=str(raw.get("description") or ""))
 
 

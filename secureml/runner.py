@@ -36,7 +36,7 @@ from .defences.dp_sgd.vocabulary import Vocabulary, VocabularyPlan, build_vocabu
     plan_vocabulary
 from .errors import ConfigError, SecureMLError
 from .evaluation import classification_metrics
-from .models import build_model, model_spec
+from .models import build_model, check_memory, model_spec
 from .training import TrainResult, configure_runtime, make_strategy, train
 from .training.resources import library_versions
 from .console import log as _log
@@ -166,6 +166,7 @@ def run_experiment(config: ExperimentConfig | str | Path, *, out_dir: str | Path
         with status.stage("data"):
             data = load_dataset(config.data, seed=config.seed, progress=progress)
             inputs = VariantInputs(data, config.data, selected)
+            _check_memory(selected, data, inputs)
             data_record = {"summary": data.summary(),
                            "audit": _data_audit(config, data, run_dir, progress)}
             _write_json(run_dir / "data.json", data_record)
@@ -307,6 +308,16 @@ def _add_baseline_ratios(cost: dict, baseline: str, base_cost: dict) -> None:
     cost["train_time_ratio"] = ratio(cost["train_time_s"], base_cost["train_time_s"])
     cost["peak_rss_increase_ratio"] = ratio(cost["peak_rss_increase_mb"],
                                             base_cost["peak_rss_increase_mb"])
+
+
+def _check_memory(selected: list[VariantConfig], data: Dataset, inputs) -> None:
+    """Refuse, before any training, a variant whose model would not fit in memory."""
+    for variant in selected:
+        if model_spec(variant.model_name).kind == data.kind:  # else _run_variant says so
+            prepared = inputs(variant)
+            check_memory(variant.model_name, prepared.input_shape, data.num_classes,
+                         variant.training.batch_size, vocab_size=prepared.vocab_size,
+                         where=f"variant '{variant.name}': ", **variant.model_options)
 
 
 def _data_audit(config: ExperimentConfig, data: Dataset, run_dir: Path,

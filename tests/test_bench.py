@@ -184,7 +184,7 @@ def grid_error(**changes) -> str:
     ({"setings": {}}, ["unknown key 'setings'", "did you mean 'settings'"]),
     ({"settings": {}}, ["settings: missing or empty"]),
     ({"seeds": [0, 0]}, ["seeds: expected a non-empty list of distinct integers"]),
-    ({"seeds": ["a"]}, ["seeds[0]: expected an integer"]),
+    ({"seeds": ["a"]}, ["seeds[0] must be an integer in [0, 4294967295], got 'a'"]),
     ({"models__cnn": {"name": "resnet"}}, ["unknown model 'resnet'"]),
     ({"models__cnn": {"name": "image_cnn", "filterz": [8]}},
      ["models.cnn", "unknown key 'filterz'", "did you mean 'filters'"]),

@@ -49,9 +49,11 @@ def test_bad_choice_lists_the_allowed_values():
 
 
 def test_wrong_type_and_range():
-    assert "expected an integer" in error_of(config(training={"epochs": "many"}))
-    assert "epochs must be at least 1" in error_of(config(training={"epochs": 0}))
-    assert "learning_rate must be positive" in error_of(config(training={"learning_rate": -1}))
+    assert "epochs must be an integer >= 1, got 'many'" in \
+        error_of(config(training={"epochs": "many"}))
+    assert "epochs must be an integer >= 1, got 0" in error_of(config(training={"epochs": 0}))
+    assert "learning_rate must be a finite number > 0, got -1" in \
+        error_of(config(training={"learning_rate": -1}))
 
 
 def test_unknown_model_and_model_options_are_validated():

@@ -51,12 +51,14 @@ def test_config_from_mapping_coerces_and_validates():
                           "fashion_mnist, cifar100, digits, imdb, sms_spam"),
     ({"name": "imdb", "format": "csv"}, "format: 'csv' describes the files at data.path"),
     ({"path": "x", "format": "parquet"}, "choose one of 'auto', 'image_folder'"),
-    ({"path": "x", "validation_fraction": 1.0}, "validation_fraction: must be in [0, 1)"),
-    ({"path": "x", "test_fraction": 0}, "test_fraction: must be in (0, 1)"),
+    ({"path": "x", "validation_fraction": 1.0},
+     "data.validation_fraction must be a finite number in [0, 1), got 1.0"),
+    ({"path": "x", "test_fraction": 0}, "data.test_fraction must be a finite number in (0, 1)"),
     ({"path": "x", "channels": 4}, "channels: must be 1 (grayscale), 3 (RGB) or null"),
-    ({"path": "x", "image_size": [0, 5]}, "image_size: must be [height, width]"),
-    ({"path": "x", "limit": 1}, "limit: must be at least 2"),
-    ({"path": "x", "vocab_size": 2}, "vocab_size: must be at least 3"),
+    ({"path": "x", "image_size": [0, 5]}, "data.image_size[0] must be an integer >= 1, got 0"),
+    ({"path": "x", "image_size": [5]}, "data.image_size: expected a list of 2 values"),
+    ({"path": "x", "limit": 1}, "data.limit must be an integer >= 2, got 1"),
+    ({"path": "x", "vocab_size": 2}, "data.vocab_size must be an integer >= 3, got 2"),
     ({"path": "x", "on_corupt": "skip"}, "did you mean 'on_corrupt'?"),
 ])
 def test_bad_config_says_what_is_allowed(mapping, message):
@@ -66,7 +68,7 @@ def test_bad_config_says_what_is_allowed(mapping, message):
 
 
 def test_config_instance_is_validated_too():
-    with pytest.raises(ConfigError, match="data: limit: must be at least 2"):
+    with pytest.raises(ConfigError, match="data.limit must be an integer >= 2, got 0"):
         load_dataset(DataConfig(path=".", limit=0))
 
 

@@ -366,3 +366,40 @@ def test_report_command_compares_runs(tmp_path, run_dir, capsys):
     assert [r["variant"] for r in doc["comparison"]] == ["synth/plain", "synth/dp", "synth/adv",
                                                         "second/dp"]
     assert cli_main(["report", str(tmp_path / "nowhere")]) == 2
+
+
+EVIL = "<script>alert(1)</script>"
+
+
+def test_markdown_shows_data_and_user_text_literally(tmp_path):
+    """Class names, texts, run names and notes reach report.md as text: no HTML, no links,
+    no code spans, no extra table columns."""
+    markdown = pytest.importorskip("markdown")
+    run = make_run(tmp_path, "evil", with_audit=False)
+    names = [EVIL, "a|b", "x\n# heading `code` [link](javascript:alert(1))"]
+    for variant in ("plain", "dp", "adv"):
+        path = run / variant / "metrics.json"
+        metrics = json.loads(path.read_text())
+        test = metrics["test"]
+        test["per_class"] = dict(zip(names, test["per_class"].values()))
+        if variant == "adv":
+            metrics["robustness"]["headline"] = f"{EVIL} a|b"
+        if variant == "dp":
+            metrics["privacy"]["notes"] = [f"- {EVIL}", "1. <img src=x onerror=alert(1)>"]
+        path.write_text(json.dumps(metrics))
+    paths = write_report([run], tmp_path / "out")
+    md = paths[1].read_text()
+    assert "<script" not in md and "<img" not in md and "a|b" not in md
+    assert not re.search(r"(?<!\\)\]\(javascript", md) and "\n# heading" not in md
+    assert "&lt;script>alert(1)&lt;/script>" in md and "a\\|b" in md
+    # Every row of a table has the header's number of cells.
+    for block in md.split("\n\n"):
+        rows = [line for line in block.splitlines() if line.startswith("|")]
+        cells = {len(re.findall(r"(?<!\\)\|", row)) for row in rows}
+        assert len(cells) <= 1, block
+    html = markdown.markdown(md, extensions=["tables"])
+    assert "<script" not in html and "<img" not in html and "<a " not in html
+    assert "<code>" not in html and "<li>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<td>a|b</td>" in html
+    assert EVIL not in paths[2].read_text()  # the HTML report escapes too

@@ -11,6 +11,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from .. import schema
 from ..errors import ConfigError
 
 NORMS = {"linf": np.inf, "l2": 2}
@@ -40,19 +41,13 @@ def parse_norm(value, where: str) -> str:
 
 def parse_epsilon(value, where: str) -> float:
     """A non-negative budget from a number or a fraction string such as '8/255'."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{where}: expected a number or a fraction like '8/255', got {value!r}")
     if isinstance(value, str):
         try:
             value = float(Fraction(value.strip()))
         except (ValueError, ZeroDivisionError):
-            raise ConfigError(f"{where}: expected a number or a fraction like '8/255', got "
-                              f"{value!r}") from None
-    if not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{where}: expected a number or a fraction like '8/255', got {value!r}")
-    if value < 0:
-        raise ConfigError(f"{where}: epsilon must be at least 0, got {value}")
-    return float(value)
+            raise ConfigError(f"{where} must be a finite number >= 0 or a fraction like "
+                              f"'8/255', got {value!r}") from None
+    return schema.coerce(schema.NonNegativeFloat, value, where)
 
 
 def check_epsilon(epsilon: float, norm: str, value_range: tuple[float, float],

@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import tensorflow as tf
@@ -48,6 +48,8 @@ _NORMS = {"fgsm": "linf", "pgd": "linf", "bim": "linf", "mim": "linf", "cw": "l2
 _EXAMPLES = {"cw": 100, "spsa": 50}
 _STEPS = {"fgsm": 1, "embedding_fgm": 1, "embedding_pgd": 10, "cw": 100, "spsa": 40}
 _FIXED_NORM = ("cw", "spsa", "embedding_fgm", "embedding_pgd", "token_swap")
+# A fraction of epsilon; cleverhans refuses steps larger than epsilon.
+RelativeStep = Annotated[float, schema.Range(0, 1, "(]")]
 
 
 @dataclass
@@ -58,17 +60,17 @@ class AttackConfig:
                   "token_swap"]
     norm: Any = None
     epsilons: list[Any] | None = None
-    steps: int | None = None
-    restarts: int | None = None
-    relative_step_size: float | None = None
-    examples: int | None = None
-    decay: float = 1.0                 # mim: momentum decay
-    binary_search_steps: int = 5       # cw
-    initial_const: float = 0.1         # cw
-    learning_rate: float | None = None  # cw (default 0.05), spsa (default epsilon / 4)
-    samples: int = 128                 # spsa: model evaluations per step (even)
-    budget: int | None = None          # token_swap: most tokens changed per text
-    candidates: int = 8                # token_swap: swaps evaluated exactly per round
+    steps: schema.PositiveInt | None = None
+    restarts: schema.PositiveInt | None = None
+    relative_step_size: RelativeStep | None = None
+    examples: schema.PositiveInt | None = None
+    decay: schema.NonNegativeFloat = 1.0                # mim: momentum decay
+    binary_search_steps: schema.PositiveInt = 5         # cw
+    initial_const: schema.PositiveFloat = 0.1           # cw
+    learning_rate: schema.PositiveFloat | None = None   # cw (default 0.05), spsa (epsilon / 4)
+    samples: schema.PositiveInt = 128                   # spsa: model evaluations per step (even)
+    budget: schema.NonNegativeInt | None = None         # token_swap: most tokens changed per text
+    candidates: schema.PositiveInt = 8                  # token_swap: swaps evaluated per round
 
     def validate(self):
         if self.norm is None:
@@ -84,39 +86,30 @@ class AttackConfig:
         if self.epsilons is not None:
             self.epsilons = [parse_epsilon(e, f"epsilons[{i}]")
                              for i, e in enumerate(self.epsilons)]
-        for key in ("steps", "restarts", "examples", "budget", "binary_search_steps",
-                    "samples", "candidates"):
-            value = getattr(self, key)
-            if value is not None and value < (0 if key == "budget" else 1):
-                raise ConfigError(f"{key} must be a positive integer, got {value}")
         if self.samples % 2:
             raise ConfigError(f"samples must be even (SPSA mirrors each sample), got "
                               f"{self.samples}")
-        if self.relative_step_size is not None and not 0 < self.relative_step_size <= 1:
-            raise ConfigError(f"relative_step_size must be in (0, 1] (a fraction of epsilon; "
-                              f"cleverhans refuses steps larger than epsilon), got "
-                              f"{self.relative_step_size}")
 
 
 @dataclass
 class Config:
     attacks: list[Any] | None = None    # names or mappings (AttackConfig); None: per data kind
-    examples: int | None = None          # default 500 (images), 200 (text)
-    batch_size: int = 128
+    examples: schema.PositiveInt | None = None  # default 500 (images), 200 (text)
+    batch_size: schema.PositiveInt = 128
     epsilons: list[Any] = field(default_factory=lambda: [0, "2/255", "4/255", "8/255"])
     l2_epsilons: list[Any] = field(default_factory=lambda: [0, 0.25, 0.5, 1.0])
     embedding_epsilons: list[Any] = field(default_factory=lambda: [0, 0.5, 1.0, 2.0])
-    steps: int = 20                      # pgd, bim, mim iterations
-    relative_step_size: float | None = None  # of epsilon; default 2.5 / steps
-    restarts: int = 1
-    budget: int = 5                      # token_swap: tokens
+    steps: schema.PositiveInt = 20       # pgd, bim, mim iterations
+    relative_step_size: RelativeStep | None = None  # default 2.5 / steps
+    restarts: schema.PositiveInt = 1
+    budget: schema.NonNegativeInt = 5    # token_swap: tokens
     value_range: tuple[float, float] = (0.0, 1.0)
     headline_epsilon: Any = None         # default 8/255 if listed, else the largest
     sanity_checks: bool = True
     chance_epsilon: Any = 0.5            # L-inf budget at which accuracy must reach chance
-    chance_embedding_epsilon: float = 50.0
-    tolerance: float = 0.03
-    show_examples: int = 3               # token_swap: adversarial texts kept in the section
+    chance_embedding_epsilon: schema.PositiveFloat = 50.0
+    tolerance: Annotated[float, schema.Range(0, 1, "[)")] = 0.03
+    show_examples: schema.NonNegativeInt = 3  # token_swap: adversarial texts kept in the section
     plot: bool = True                    # robustness.png in the variant folder
 
     def validate(self):
@@ -140,15 +133,6 @@ class Config:
         if self.value_range[0] >= self.value_range[1]:
             raise ConfigError(f"value_range must be [low, high] with low < high, got "
                               f"{list(self.value_range)}")
-        for key in ("examples", "batch_size", "steps", "restarts"):
-            if (getattr(self, key) or 1) < 1:
-                raise ConfigError(f"{key} must be at least 1, got {getattr(self, key)}")
-        if self.budget < 0 or self.show_examples < 0 or not 0 <= self.tolerance < 1:
-            raise ConfigError("budget and show_examples must be at least 0 and tolerance in "
-                              "[0, 1)")
-        if self.relative_step_size is not None and not 0 < self.relative_step_size <= 1:
-            raise ConfigError(f"relative_step_size must be in (0, 1], got "
-                              f"{self.relative_step_size}")
 
     def examples_for(self, kind: str) -> int:
         return self.examples or {"image": 500, "text": 200}[kind]

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from ..console import log as _log
 from ..errors import ConfigError, DataError
 from ..report.rundir import write_json as _write_json
@@ -108,7 +106,7 @@ def _load_run_config(run_dir: Path):
     if not path.is_file():
         raise ConfigError(f"{run_dir} has no config.yaml; pass a folder written by "
                           f"`secureml run`")
-    return load_config(yaml.safe_load(path.read_text()) or {})
+    return load_config(path)
 
 
 def _load_data(config, run_dir: Path, record: dict, progress: bool):

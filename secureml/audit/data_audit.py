@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -26,29 +27,18 @@ AUDIT_VERSION = 1
 @dataclass
 class DataAuditOptions:
     # Images whose 64-bit perceptual hashes differ in at most this many bits are compared ...
-    near_duplicate_distance: int = 4
+    near_duplicate_distance: Annotated[int, schema.Range(0, 16)] = 4
     # ... and are near duplicates when their standardized 16x16 grayscale thumbnails differ by
     # at most this much (root mean square, in standard deviations; docs/audit.md: calibration).
-    near_duplicate_threshold: float = 0.08
+    near_duplicate_threshold: Annotated[float, schema.Range(0, 1, "(]")] = 0.08
     label_check: bool = True
     # The label check fits a model on at most this many training examples, chosen at random.
-    label_check_limit: int = 20000
-    examples: int = 5
+    label_check_limit: Annotated[int, schema.Range(100)] = 20000
+    examples: schema.NonNegativeInt = 5
     # Listed texts carry an excerpt (personal data masked); off, they are named by index and
     # keyed hash only. audit.include_examples in a run config.
     include_examples: bool = False
-    seed: int = 0
-
-    def validate(self):
-        if not 0 <= self.near_duplicate_distance <= 16:
-            schema.fail("near_duplicate_distance", "must be between 0 and 16 bits, got "
-                                                   f"{self.near_duplicate_distance}")
-        if not 0 < self.near_duplicate_threshold <= 1:
-            schema.fail("near_duplicate_threshold", "must be in (0, 1], got "
-                                                    f"{self.near_duplicate_threshold}")
-        if self.label_check_limit < 100:
-            schema.fail("label_check_limit", f"must be at least 100, got "
-                                             f"{self.label_check_limit}")
+    seed: schema.Seed = 0
 
 
 def audit_dataset(data, *, options: DataAuditOptions | dict | None = None,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Annotated, Any, Callable, Literal
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -44,20 +44,20 @@ class Config:
 
     attacks: list[AttackName] = field(default_factory=lambda: [
         "loss", "confidence", "entropy", "shadow", "lira_offline"])
-    shadow_models: int = 8
+    shadow_models: schema.NonNegativeInt = 8
     # Members audited, and as many non-members; fewer when the data has fewer.
-    target_examples: int = 1000
+    target_examples: Annotated[int, schema.Range(MIN_EXAMPLES)] = 1000
     # Epochs of each shadow model; null trains them exactly like the target.
-    shadow_epochs: int | None = None
+    shadow_epochs: schema.PositiveInt | None = None
     # LiRA: one variance shared by all examples (recommended below 64 shadow models).
     fixed_variance: bool = True
     # Images: also query the mirrored image (LiRA then averages over the two queries).
     mirror_queries: bool = False
-    confidence_level: float = 0.95
-    exposed_examples: int = 10
+    confidence_level: Annotated[float, schema.Range(0.5, 1, "()")] = 0.95
+    exposed_examples: schema.NonNegativeInt = 10
     # Canary audit: this many canaries, each trained on with probability 1/2 (0 = off).
-    canaries: int = 0
-    seed: int | None = None
+    canaries: schema.NonNegativeInt = 0
+    seed: schema.Seed | None = None
 
     def validate(self) -> None:
         if not self.attacks:
@@ -72,18 +72,9 @@ class Config:
             schema.fail("shadow_models", f"lira_online puts every audited example into exactly "
                                          f"half of the shadow models, so it needs an even number; "
                                          f"got {self.shadow_models}")
-        if self.target_examples < MIN_EXAMPLES:
-            schema.fail("target_examples", f"must be at least {MIN_EXAMPLES}, got "
-                                           f"{self.target_examples}")
-        if self.shadow_epochs is not None and self.shadow_epochs < 1:
-            schema.fail("shadow_epochs", f"must be at least 1 or null, got {self.shadow_epochs}")
-        if not 0.5 < self.confidence_level < 1:
-            schema.fail("confidence_level", f"must be in (0.5, 1), got {self.confidence_level}")
         if self.canaries and self.canaries < MIN_EXAMPLES:
             schema.fail("canaries", f"must be 0 (off) or at least {MIN_EXAMPLES}, got "
                                     f"{self.canaries}")
-        if self.exposed_examples < 0:
-            schema.fail("exposed_examples", f"must be 0 or more, got {self.exposed_examples}")
 
     @property
     def shadow_attacks(self) -> list[str]:

@@ -130,7 +130,7 @@ def _read(path: Path | str, where: str) -> dict:
     try:
         raw = yaml.safe_load(Path(path).read_text()) if isinstance(path, Path) else \
             yaml.safe_load(path)
-    except (OSError, yaml.YAMLError) as err:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise ConfigError(f"{where}: cannot read the audit policy ({err})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: an audit policy is a mapping with 'version' and 'rules'")

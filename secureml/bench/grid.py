@@ -279,7 +279,7 @@ def _one_of(value, allowed: list[str], where: str) -> None:
 
 
 def _seeds(value, where: str) -> list[int]:
-    seeds = schema.coerce(list[int], value if isinstance(value, list) else [value], where)
+    seeds = schema.coerce(list[schema.Seed], value if isinstance(value, list) else [value], where)
     if not seeds or len(set(seeds)) != len(seeds):
         schema.fail(where, f"expected a non-empty list of distinct integers, got {value!r}")
     return seeds

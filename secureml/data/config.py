@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
-from ..schema import fail
+from ..schema import PositiveInt, Range, fail
+
+# A split needs two examples; a vocabulary padding, out-of-vocabulary and one word.
+Limit = Annotated[int, Range(2)]
 
 # Every format a user may set; "auto" detects it from the files at `path`.
 FORMATS = ("image_folder", "npz", "cifar_pickle", "csv", "tsv", "jsonl", "text_folder",
@@ -22,15 +25,15 @@ class DataConfig:
                     "text_folder", "aclimdb", "sms_spam"] = "auto"
     text_column: str = "text"
     label_column: str = "label"
-    image_size: tuple[int, int] | None = None
+    image_size: tuple[PositiveInt, PositiveInt] | None = None  # [height, width]
     channels: int | None = None
     on_corrupt: Literal["error", "skip"] = "error"
-    limit: int | None = None
-    test_limit: int | None = None
-    validation_fraction: float = 0.1
-    test_fraction: float = 0.2
-    vocab_size: int = 10000
-    sequence_length: int = 100
+    limit: Limit | None = None
+    test_limit: Limit | None = None
+    validation_fraction: Annotated[float, Range(0, 1, "[)")] = 0.1
+    test_fraction: Annotated[float, Range(0, 1, "()")] = 0.2
+    vocab_size: Annotated[int, Range(3)] = 10000
+    sequence_length: PositiveInt = 100
     download: bool = True
     # Replace emails, phone numbers, URLs, IP addresses and card numbers in texts with typed
     # placeholders before anything trains on them (counts in Dataset.notes["anonymized"]).
@@ -48,23 +51,6 @@ class DataConfig:
         if self.format != "auto" and self.path is None:
             fail("format", f"{self.format!r} describes the files at data.path, but path is not "
                            f"set; set path or use format: auto")
-        if self.image_size is not None and (len(self.image_size) != 2
-                                            or min(self.image_size) < 1):
-            fail("image_size", f"must be [height, width] with both at least 1, got "
-                               f"{list(self.image_size)}")
         if self.channels not in (None, 1, 3):
             fail("channels", f"must be 1 (grayscale), 3 (RGB) or null (keep), got "
                              f"{self.channels!r}")
-        for key in ("limit", "test_limit"):
-            value = getattr(self, key)
-            if value is not None and value < 2:
-                fail(key, f"must be at least 2 examples or null (all), got {value}")
-        if not 0.0 <= self.validation_fraction < 1.0:
-            fail("validation_fraction", f"must be in [0, 1), got {self.validation_fraction}")
-        if not 0.0 < self.test_fraction < 1.0:
-            fail("test_fraction", f"must be in (0, 1), got {self.test_fraction}")
-        if self.vocab_size < 3:
-            fail("vocab_size", f"must be at least 3 (padding, out-of-vocabulary and one word), "
-                               f"got {self.vocab_size}")
-        if self.sequence_length < 1:
-            fail("sequence_length", f"must be at least 1, got {self.sequence_length}")

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from .. import memory
 from ..errors import DataError
 from .decoded import Decoded, encode_labels
 from .formats import Located, relative
@@ -36,6 +37,11 @@ def read_image_folder(located: Located, config, progress: bool) -> Decoded:
              for path, label in pairs]
     mode = {1: "L", 3: "RGB", None: None}[config.channels]
     size = tuple(config.image_size) if config.image_size else None
+    first = _peek(items[0][1]) if items else None
+    if size or first:
+        channels = config.channels or (1 if first is None or first[1] in GRAY_MODES else 3)
+        _require_memory(len(items), size or first[0], channels, located.root,
+                        first[0] if first else None)
     results = _decode_all([path for _, path, _ in items], mode, size, progress,
                           desc=f"decoding images in {located.root.name}")
     notes = dict(located.notes)
@@ -80,6 +86,28 @@ class _Image(NamedTuple):
     label: str
     array: np.ndarray
     mode: str
+
+
+def _peek(path: str) -> tuple[tuple[int, int], str] | None:
+    """((height, width), mode) from an image's header, without decoding it; None if unreadable
+    (decoding reports why)."""
+    try:
+        with Image.open(path) as image:
+            return (image.size[1], image.size[0]), image.mode
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def _require_memory(count: int, size: tuple[int, int], channels: int, where,
+                    source_size: tuple[int, int] | None) -> None:
+    """Refuse before decoding when the set, as the float32 arrays the model trains on, cannot
+    fit in memory."""
+    height, width = size
+    held = f" (the files hold {source_size[0]}x{source_size[1]} images)" if source_size else ""
+    memory.require(4 * count * height * width * channels,
+                   f"{where}: {count} images of {height}x{width}x{channels} (as float32)",
+                   f"set data.image_size to a smaller [height, width]{held}, or use fewer "
+                   f"images")
 
 
 def _check_same_size(decoded: list[_Image], root: Path) -> None:
@@ -169,6 +197,8 @@ def conform_images(x: np.ndarray, config, where: str) -> tuple[np.ndarray, dict]
             hint = " It looks channels-first; transpose it with x.transpose(0, 2, 3, 1)."
         raise DataError(f"{where}: image array has shape {x.shape}; expected (N, height, width) "
                         f"or channels-last (N, height, width, 1|3|4).{hint}")
+    _require_memory(len(x), tuple(config.image_size or x.shape[1:3]),
+                    config.channels or min(x.shape[-1], 3), where, x.shape[1:3])
     x = _unit_range(x, where)
     if x.shape[-1] == 4:
         x = x[..., :3]

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import schema
-from ..errors import ConfigError, DataError
+from ..errors import DataError
 from . import arrays, cache, images, sources, texts
 from .config import NAMED_SETS, DataConfig
 from .dataset import Dataset
@@ -73,12 +73,6 @@ def _as_config(config) -> DataConfig:
             raise DataError(f"{config!r} is neither a named data set ({', '.join(NAMED_SETS)}) "
                             f"nor an existing file or folder")
         return DataConfig(path=config)
-    if isinstance(config, DataConfig):
-        try:
-            config.validate()
-        except ConfigError as err:
-            raise ConfigError(f"data: {err}") from None
-        return config
     return schema.build(DataConfig, config, "data")
 
 

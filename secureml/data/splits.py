@@ -59,6 +59,9 @@ def to_dataset(decoded: Decoded, config, seed: int, name: str, source: dict) -> 
         x_train, y_train = x_train[rest], y_train[rest]
     else:
         x_val, y_val = x_train[:0], y_train[:0]
+    unseen = np.setdiff1d(y_test, y_train)
+    if len(unseen):  # a class too rare to survive `limit` in the training split
+        notes["test_classes_not_in_training"] = [decoded.class_names[i] for i in unseen]
     return Dataset(name=name, kind=decoded.kind,
                    x_train=_model_input(x_train), y_train=y_train.astype(np.int64),
                    x_val=_model_input(x_val), y_val=y_val.astype(np.int64),

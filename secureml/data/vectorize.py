@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import memory
 from ..errors import DataError
 from .decoded import as_text_array
 
@@ -100,6 +101,11 @@ class TextVectorizer:
         texts = _as_strings(texts)
         if len(texts) == 0:
             return np.zeros((0, self.sequence_length), dtype=np.int32)
+        memory.require(4 * len(texts) * self.sequence_length,
+                       f"{len(texts)} texts as token ids of sequence_length "
+                       f"{self.sequence_length} (int32)",
+                       "set a smaller data.sequence_length (most texts are shorter than a few "
+                       "hundred words)")
         batches = [layer(texts[i:i + _BATCH]).numpy() for i in range(0, len(texts), _BATCH)]
         return np.concatenate(batches).astype(np.int32)
 

@@ -26,17 +26,20 @@ import os
 import shutil
 import sys
 import time
+import typing
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ConfigError, DataError, KeyFileError, UnsafeModelError
+from ..schema import PositiveInt, arg_type
 from ..security.keyfiles import write_secret
 from ..security.loading import file_sha256, load_model
 from .ckks import load_context
 from .errors import CiphertextError
 from .params import CKKSParameters
 from .roles import PACKINGS, HEClient, HEServer, check_spec, make_spec
+from .stage import PolyDegree, ScaleBits
 
 _SECRET, _PUBLIC, _SPEC, _CLIENT_MODEL = "secret.context", "public.context", "spec.json", \
     "client_model.keras"
@@ -90,7 +93,7 @@ def add_arguments(parser) -> None:
     p.add_argument("--model", help="a model file (default: train he_cnn on digits briefly)")
     p.add_argument("--input", help=".npy of inputs (default: digits test images)")
     p.add_argument("--labels", help=".npy of labels, to report accuracy")
-    p.add_argument("--samples", type=int, default=4)
+    p.add_argument("--samples", type=arg_type(PositiveInt), default=4)
     p.add_argument("--packing", choices=[*PACKINGS, "both"], default="both")
     p.add_argument("--workdir", default="he-demo", help="where the files go")
 
@@ -104,8 +107,8 @@ def _parameter_options(p) -> None:
     p.add_argument("--mode", choices=["full", "split"], default="full",
                    help="split: the client runs embedding+LSTM, the server the Dense head")
     p.add_argument("--security", type=int, choices=[128, 192, 256], default=128)
-    p.add_argument("--scale-bits", type=int, default=40)
-    p.add_argument("--poly-degree", type=int)
+    p.add_argument("--scale-bits", type=arg_type(ScaleBits), default=40)
+    p.add_argument("--poly-degree", type=int, choices=typing.get_args(PolyDegree))
 
 
 def main(args) -> int:

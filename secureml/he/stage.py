@@ -11,52 +11,49 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 
+from .. import schema
 from ..audit.metrics import proportion_interval
 from ..errors import ConfigError
 from ..evaluation import CONFIDENCE_LEVEL, predict_logits
 from ..models.outputs import predicted_classes
 from .api import prepare
 from .fidelity import compare
+from .params import MAX_COEFF_BITS, MAX_PRIME_BITS
 from .roles import HEClient, HEServer
 
 SECTION = "he"
+PolyDegree = Literal[tuple(MAX_COEFF_BITS[128])]
+# One rescaling prime of this many bits per multiplication; SEAL's primes have at most 60.
+ScaleBits = Annotated[int, schema.Range(20, MAX_PRIME_BITS - 1)]
 
 
 @dataclass
 class Config:
-    samples: int = 200  # test samples for the batched packing (and encrypted accuracy)
-    single_samples: int = 3  # test samples for the single packing (seconds each)
+    samples: schema.PositiveInt = 200  # test samples for the batched packing (and accuracy)
+    single_samples: schema.PositiveInt = 3  # test samples for the single packing (seconds each)
     packings: list[Literal["batched", "single"]] = field(
         default_factory=lambda: ["batched", "single"])
     mode: Literal["full", "split"] = "full"
     split_layer: str = "lstm"
     security: Literal[128, 192, 256] = 128
-    scale_bits: int = 40
-    poly_degree: int | None = None
-    calibration_samples: int = 256
+    scale_bits: ScaleBits = 40
+    poly_degree: PolyDegree | None = None
+    calibration_samples: schema.PositiveInt = 256
     # > 0: first turn a model with ReLU/max pooling into its polynomial twin, fine-tuned this
     # many epochs with the variant's training settings (secureml.he.convert_to_polynomial).
-    convert_epochs: int = 0
-    tolerance: float = 1e-2  # max |decrypted - plaintext|, relative to the largest logit
+    convert_epochs: schema.NonNegativeInt = 0
+    tolerance: schema.PositiveFloat = 1e-2  # max |decrypted - plaintext|, relative to max logit
     # The public context with its Galois keys is large (about 240 MB at N = 16384); the spec
     # (parameters, input layout, no weights) is always written.
     save_context: bool = False
 
     def validate(self):
-        if self.samples < 1 or self.single_samples < 1 or self.calibration_samples < 1:
-            raise ConfigError("samples, single_samples and calibration_samples must be "
-                              "positive")
         if not self.packings:
             raise ConfigError("packings must name at least one of batched, single")
-        if self.convert_epochs < 0:
-            raise ConfigError(f"convert_epochs must be 0 (off) or positive, got "
-                              f"{self.convert_epochs}")
-        if not self.tolerance > 0:
-            raise ConfigError(f"tolerance must be positive, got {self.tolerance}")
 
 
 def evaluate(context, config: Config) -> dict:

@@ -2,9 +2,10 @@
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import tensorflow as tf
 
-from .. import schema
+from .. import memory, schema
 from ..errors import ConfigError
 from .he_cnn import HECNNOptions, build_he_cnn
 from .he_text import HETextOptions, build_he_text
@@ -49,5 +50,26 @@ def build_model(name: str, input_shape: tuple, num_classes: int, *, vocab_size: 
     return spec.builder(opts, tuple(input_shape), num_classes, vocab_size=vocab_size)
 
 
-__all__ = ["MODELS", "ModelSpec", "build_model", "model_spec", "per_example_loss",
+def check_memory(name: str, input_shape: tuple, num_classes: int, batch_size: int, *,
+                 vocab_size: int | None = None, where: str = "", **options) -> None:
+    """Refuse a model whose weights, gradients and one training batch of activations cannot
+    fit in memory, before any of it is allocated.
+
+    The model is built in a throwaway graph, where its variables have shapes but no storage,
+    so the counts are exact for every architecture and cost a fraction of a second.
+    """
+    with tf.Graph().as_default():
+        model = build_model(name, input_shape, num_classes, vocab_size=vocab_size, **options)
+        parameters = model.count_params()
+        activations = sum(int(np.prod(t.shape[1:], dtype=np.float64))
+                          for layer in model.layers for t in tf.nest.flatten(layer.output))
+    what = (f"{where}{name} on inputs of shape {tuple(input_shape)}: {parameters:,} parameters "
+            f"(weights and gradients) and {activations:,} activation values per example in "
+            f"batches of {batch_size}, as float32,")
+    memory.require(4 * (2 * parameters + batch_size * activations), what,
+                   "use smaller inputs (data.image_size, data.sequence_length, data.vocab_size), "
+                   "a smaller model or a smaller training.batch_size")
+
+
+__all__ = ["MODELS", "ModelSpec", "build_model", "check_memory", "model_spec", "per_example_loss",
            "log_probabilities", "predicted_classes"]

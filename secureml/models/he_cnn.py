@@ -6,10 +6,11 @@ the first activation, and the default sizes are CryptoNets' (5 filters of 5x5 at
 100 hidden units).
 """
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import tensorflow as tf
 
+from .. import schema
 from ..errors import ConfigError
 from .he_layers import poly_activation
 from .outputs import num_logits
@@ -17,19 +18,13 @@ from .outputs import num_logits
 
 @dataclass
 class HECNNOptions:
-    filters: int = 5
-    kernel_size: int = 5
-    strides: int = 2
+    filters: schema.PositiveInt = 5
+    kernel_size: schema.PositiveInt = 5
+    strides: schema.PositiveInt = 2
     padding: Literal["valid", "same"] = "valid"
-    pool_size: int | None = None
-    dense_units: int = 100
+    pool_size: Annotated[int, schema.Range(2)] | None = None
+    dense_units: schema.PositiveInt = 100
     activation: Literal["square", "poly"] = "square"
-
-    def validate(self):
-        if min(self.filters, self.kernel_size, self.strides, self.dense_units) < 1:
-            raise ConfigError("filters, kernel_size, strides and dense_units must be positive")
-        if self.pool_size is not None and self.pool_size < 2:
-            raise ConfigError(f"pool_size must be at least 2 or null, got {self.pool_size}")
 
 
 def build_he_cnn(options: HECNNOptions, input_shape: tuple, num_classes: int,

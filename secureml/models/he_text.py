@@ -9,7 +9,7 @@ from typing import Literal
 
 import tensorflow as tf
 
-from ..errors import ConfigError
+from .. import schema
 from .he_layers import poly_activation
 from .outputs import num_logits
 from .text_lstm import embedded_tokens
@@ -17,13 +17,9 @@ from .text_lstm import embedded_tokens
 
 @dataclass
 class HETextOptions:
-    embedding_dim: int = 16
-    dense_units: int = 16
+    embedding_dim: schema.PositiveInt = 16
+    dense_units: schema.PositiveInt = 16
     activation: Literal["square", "poly"] = "square"
-
-    def validate(self):
-        if self.embedding_dim < 1 or self.dense_units < 1:
-            raise ConfigError("embedding_dim and dense_units must be positive integers")
 
 
 def build_he_text(options: HETextOptions, input_shape: tuple, num_classes: int,

@@ -4,23 +4,22 @@ from typing import Literal
 
 import tensorflow as tf
 
+from .. import schema
 from ..errors import ConfigError
 from .outputs import num_logits
 
 
 @dataclass
 class ImageCNNOptions:
-    filters: list[int] = field(default_factory=lambda: [32, 64])
-    kernel_size: int = 3
-    dense_units: int = 64
+    filters: list[schema.PositiveInt] = field(default_factory=lambda: [32, 64])
+    kernel_size: schema.PositiveInt = 3
+    dense_units: schema.PositiveInt = 64
     activation: Literal["relu", "tanh", "elu", "gelu", "sigmoid"] = "relu"
 
     def validate(self):
-        if not self.filters or any(f < 1 for f in self.filters):
+        if not self.filters:
             raise ConfigError("filters must be a non-empty list of positive integers, "
                               f"got {self.filters}")
-        if self.kernel_size < 1 or self.dense_units < 1:
-            raise ConfigError("kernel_size and dense_units must be positive")
 
 
 def build_image_cnn(options: ImageCNNOptions, input_shape: tuple, num_classes: int,

@@ -3,18 +3,15 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
+from .. import schema
 from ..errors import ConfigError
 from .outputs import num_logits
 
 
 @dataclass
 class TextLSTMOptions:
-    embedding_dim: int = 16
-    lstm_units: int = 128
-
-    def validate(self):
-        if self.embedding_dim < 1 or self.lstm_units < 1:
-            raise ConfigError("embedding_dim and lstm_units must be positive integers")
+    embedding_dim: schema.PositiveInt = 16
+    lstm_units: schema.PositiveInt = 128
 
 
 def build_text_lstm(options: TextLSTMOptions, input_shape: tuple, num_classes: int,

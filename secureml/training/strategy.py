@@ -5,24 +5,22 @@ With one device this is TensorFlow's default strategy; with several GPUs (or whe
 into logical devices, which is how multi-device code is tested on a machine without GPUs.
 """
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import tensorflow as tf
 
+from .. import schema
 from ..errors import ConfigError
 
 
 @dataclass
 class RuntimeConfig:
     strategy: Literal["auto", "default", "mirrored"] = "auto"
-    cpu_devices: int | None = None
+    # Logical CPU devices are for testing multi-device code; each one costs threads and memory.
+    cpu_devices: Annotated[int, schema.Range(1, 64)] | None = None
     mixed_precision: bool = False
     xla: bool = False
     deterministic: bool = True
-
-    def validate(self):
-        if self.cpu_devices is not None and self.cpu_devices < 1:
-            raise ConfigError(f"cpu_devices must be at least 1, got {self.cpu_devices}")
 
 
 def configure_runtime(config: RuntimeConfig) -> None:

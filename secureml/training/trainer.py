@@ -7,7 +7,7 @@ setup that no defence touched.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Protocol, Sequence
+from typing import Annotated, Any, Callable, Literal, Protocol, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -25,28 +25,15 @@ from .wrapper import HardenedModel
 
 @dataclass
 class TrainingConfig:
-    epochs: int = 10
-    batch_size: int = 64
+    epochs: schema.PositiveInt = 10
+    batch_size: schema.PositiveInt = 64
     optimizer: Literal["adam", "sgd"] = "adam"
-    learning_rate: float = 1e-3
-    momentum: float = 0.0
-    eval_batch_size: int = 512
+    learning_rate: schema.PositiveFloat = 1e-3
+    momentum: Annotated[float, schema.Range(0, 1, "[)")] = 0.0
+    eval_batch_size: schema.PositiveInt = 512
     # After training, time this many interleaved pairs of the defended step and a plain step
     # (cost.vs_plain_step); 0 skips it. Only runs when a defence changed the step.
-    plain_step_pairs: int = 10
-
-    def validate(self):
-        if self.epochs < 1:
-            raise ConfigError(f"epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ConfigError("batch_size and eval_batch_size must be positive")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}")
-        if not 0 <= self.momentum < 1:
-            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
-        if self.plain_step_pairs < 0:
-            raise ConfigError(f"plain_step_pairs must be 0 (skip) or more, got "
-                              f"{self.plain_step_pairs}")
+    plain_step_pairs: schema.NonNegativeInt = 10
 
 
 def steps_per_epoch(data_size: int, batch_size: int, drop_remainder: bool = False) -> int:
@@ -137,6 +124,7 @@ def train(model: tf.keras.Model | Callable[[], tf.keras.Model], x: np.ndarray, y
     how the token ids' vocabulary was built (`TrainingSetup.vocabulary`).
     """
     config = schema.build(TrainingConfig, config, "training")
+    seed = schema.coerce(schema.Seed, seed, "train: seed")
     x, y = _check_arrays(x, y, "training data")
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
@@ -195,6 +183,16 @@ def _check_arrays(x, y, what: str):
             raise ConfigError(f"{what}: labels must be class ids of shape (N,), got shape "
                               f"{y.shape}; convert one-hot labels with y.argmax(axis=1)")
         y = y.reshape(-1)
+    if not (np.issubdtype(y.dtype, np.integer) or y.dtype == bool):
+        # astype(int64) would turn NaN into an arbitrary class and 2.5 into 2.
+        numeric = np.issubdtype(y.dtype, np.floating)
+        bad = ~(np.isfinite(y) & (y == np.round(y))) if numeric else np.ones(len(y), bool)
+        if bad.any():
+            raise ConfigError(f"{what}: labels must be class ids 0, 1, 2, ...; label "
+                              f"{int(bad.argmax())} is {y[bad.argmax()]!r} ({y.dtype})")
+    if y.min() < 0:
+        raise ConfigError(f"{what}: labels must be class ids 0, 1, 2, ...; label "
+                          f"{int(y.argmin())} is {y.min()!r}")
     return x, y.astype(np.int64)
 
 

@@ -14,7 +14,7 @@ and the current model alone. See docs/adversarial.md.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import tensorflow as tf
 
@@ -40,11 +40,12 @@ class Config:
     method: Literal["pgd", "fast", "trades", "embedding"] | None = None  # pgd / embedding
     epsilon: Any = None           # images: 8/255 (L-inf, pixels in [0, 1]); text: 1.0
     norm: Any = None              # images: linf (default) or l2; text: l2 (Miyato)
-    steps: int | None = None
-    relative_step_size: float | None = None
-    clean_weight: float | None = None
-    warmup_epochs: int = 0
-    trades_beta: float = 6.0
+    steps: schema.PositiveInt | None = None
+    relative_step_size: schema.PositiveFloat | None = None  # of epsilon
+    # Below 1: at 1 it would be plain training.
+    clean_weight: Annotated[float, schema.Range(0, 1, "[)")] | None = None
+    warmup_epochs: schema.NonNegativeInt = 0
+    trades_beta: schema.NonNegativeFloat = 6.0
     value_range: tuple[float, float] = (0.0, 1.0)
 
     def validate(self):
@@ -55,19 +56,12 @@ class Config:
             if self.epsilon == 0:
                 raise ConfigError("epsilon must be positive for adversarial training; remove "
                                   "the defence to train without it")
-        if self.steps is not None and self.steps < 1:
-            raise ConfigError(f"steps must be at least 1, got {self.steps}")
-        if self.relative_step_size is not None and self.relative_step_size <= 0:
-            raise ConfigError(f"relative_step_size (a fraction of epsilon) must be positive, "
-                              f"got {self.relative_step_size}")
-        if self.clean_weight is not None and not 0 <= self.clean_weight < 1:
-            raise ConfigError(f"clean_weight must be in [0, 1) (1 would be plain training), "
-                              f"got {self.clean_weight}")
         if self.clean_weight is not None and self.method == "trades":
             raise ConfigError("clean_weight does not apply to trades, whose clean term is "
                               "weighted by trades_beta; remove clean_weight")
-        if self.warmup_epochs < 0 or self.trades_beta < 0:
-            raise ConfigError("warmup_epochs and trades_beta must be at least 0")
+        if self.value_range[0] >= self.value_range[1]:
+            raise ConfigError(f"value_range must be [low, high] with low < high, got "
+                              f"{list(self.value_range)}")
 
 
 class EpsilonWarmup(tf.keras.callbacks.Callback):

@@ -20,14 +20,13 @@ from dataclasses import dataclass, replace
 
 import dp_accounting
 
+from ... import schema
 from ...errors import ConfigError
 from ...training.trainer import steps_per_epoch as batches_per_pass
+from .config import MAX_NOISE, MIN_NOISE, Delta, Epsilon, NoiseMultiplier
 
 ACCOUNTANTS = ("rdp", "pld")
 
-# Noise multipliers outside this range are not searched: above it no model learns, below it
-# the noise protects little (and PLD accounting becomes very slow).
-MIN_NOISE, MAX_NOISE = 0.3, 1000.0
 # Calibrated noise is within this of the smallest noise that meets the target.
 NOISE_TOLERANCE = 1e-4
 _BRACKET_STEP = 1.25
@@ -214,10 +213,8 @@ class PrivacyPlan:
 
 def resolve_delta(delta: float | None, data_size: int) -> float:
     """The delta of the guarantee: `default_delta(data_size)` when unset; must be below 1/N."""
-    if data_size < 1:
-        raise ConfigError(f"the data set is empty (N = {data_size})")
-    if delta is None:
-        delta = default_delta(data_size)
+    data_size = schema.coerce(schema.PositiveInt, data_size, "data_size")
+    delta = default_delta(data_size) if delta is None else schema.coerce(Delta, delta, "delta")
     if not 0 < delta < 1.0 / data_size:
         raise ConfigError(
             f"delta {delta:g} must be positive and below 1/N = {1.0 / data_size:.3g} (N = "
@@ -241,11 +238,15 @@ def make_plan(*, data_size: int, batch_size: int, epochs: int,
     composed with the steps, so `target_epsilon` is the total.
     """
     delta = resolve_delta(delta, data_size)
-    if not 1 <= batch_size <= data_size:
+    batch_size = schema.coerce(schema.PositiveInt, batch_size, "batch_size")
+    epochs = schema.coerce(schema.PositiveInt, epochs, "epochs")
+    if batch_size > data_size:
         raise ConfigError(f"batch_size must be between 1 and the data size {data_size}, got "
                           f"{batch_size}")
-    if epochs < 1:
-        raise ConfigError(f"epochs must be at least 1, got {epochs}")
+    if target_epsilon is not None:
+        target_epsilon = schema.coerce(Epsilon, target_epsilon, "target_epsilon")
+    if noise_multiplier is not None:
+        noise_multiplier = schema.coerce(NoiseMultiplier, noise_multiplier, "noise_multiplier")
     if not 0 <= threshold_delta < delta:
         raise ConfigError(f"the DP vocabulary's threshold delta {threshold_delta:g} must be "
                           f"below the guarantee's delta {delta:g}")

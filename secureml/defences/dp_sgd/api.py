@@ -121,6 +121,8 @@ def make_private(model: tf.keras.Model, *, data_size: int, batch_size: int, epoc
     """
     if not isinstance(optimizer, str):
         _refuse_optimizer(optimizer)
+    data_size = schema.coerce(schema.PositiveInt, data_size, "make_private: data_size")
+    seed = schema.coerce(schema.Seed, seed, "make_private: seed")
     config = schema.build(Config, {"target_epsilon": target_epsilon,
                                    "noise_multiplier": noise_multiplier, "delta": delta,
                                    "l2_norm_clip": l2_norm_clip, **options}, "make_private")

@@ -8,16 +8,19 @@ secureml privacy noise --epsilon 3 --n 60000 --batch-size 256 --epochs 60
 import argparse
 import json
 
+from ...schema import PositiveInt, arg_type
 from .accounting import ACCOUNTANTS, default_delta, make_plan
+from .config import Delta, Epsilon, NoiseMultiplier
 
 
 def _add_schedule(parser) -> None:
-    parser.add_argument("--n", type=int, required=True, metavar="N",
+    count = arg_type(PositiveInt)
+    parser.add_argument("--n", type=count, required=True, metavar="N",
                         help="number of training examples")
-    parser.add_argument("--batch-size", type=int, required=True,
+    parser.add_argument("--batch-size", type=count, required=True,
                         help="batch size (expected batch size under Poisson sampling)")
-    parser.add_argument("--epochs", type=int, required=True)
-    parser.add_argument("--delta", type=float,
+    parser.add_argument("--epochs", type=count, required=True)
+    parser.add_argument("--delta", type=arg_type(Delta),
                         help="delta (default: min(1e-5, 1/(10 N)); must be below 1/N)")
     parser.add_argument("--accountant", choices=ACCOUNTANTS, default="rdp",
                         help="rdp (fast) or pld (tighter, slower); default rdp")
@@ -30,13 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="privacy_command", metavar="{epsilon,noise}", required=True)
     epsilon = sub.add_parser("epsilon", help="epsilon spent by training with a given noise",
                              description="Epsilon of DP-SGD with a given noise multiplier.")
-    epsilon.add_argument("--noise", type=float, required=True,
+    epsilon.add_argument("--noise", type=arg_type(NoiseMultiplier), required=True,
                          help="noise multiplier (noise standard deviation / clip norm)")
     _add_schedule(epsilon)
     noise = sub.add_parser("noise", help="the smallest noise that meets a target epsilon",
                            description="Smallest noise multiplier whose epsilon is at most the "
                                        "target.")
-    noise.add_argument("--epsilon", type=float, required=True, help="target epsilon")
+    noise.add_argument("--epsilon", type=arg_type(Epsilon), required=True, help="target epsilon")
     _add_schedule(noise)
 
 

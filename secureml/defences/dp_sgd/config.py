@@ -2,11 +2,24 @@
 `training`; this section holds what DP-SGD adds."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
+from ... import schema
 from ...errors import ConfigError
+
+# Noise multipliers outside this range are not searched: above it no model learns, below it
+# the noise protects little (and PLD accounting becomes very slow). A given noise may be
+# smaller, but not larger (the accountant fails on huge ones).
+MIN_NOISE, MAX_NOISE = 0.3, 1000.0
+Epsilon = schema.PositiveFloat
+Delta = schema.OpenProbability
+NoiseMultiplier = Annotated[float, schema.Range(
+    0, MAX_NOISE, "(]", f"0 means no privacy: epsilon is infinite; above {MAX_NOISE:g} no "
+                        f"model learns")]
+# Per-example gradient norms are far below this, so nothing would be clipped, and the noise
+# (l2_norm_clip x noise_multiplier) would drown every gradient and overflow float32.
+ClipNorm = Annotated[float, schema.Range(0, 1e6, "(]")]
 
 # Defaults of the DP vocabulary (docs/dp-sgd.md, "The text vocabulary"). A third of the budget
 # costs training little noise (a few percent more at the same target: the Gaussians compose
@@ -30,11 +43,11 @@ class VocabularyConfig:
     # dp: the counts' noise as a multiple of their L2 sensitivity sqrt(max_tokens_per_document),
     # or the share of the budget (target_epsilon or epsilon_budget) that the vocabulary spends
     # on its own; at most one (default: epsilon_share 0.3).
-    noise_multiplier: float | None = None
-    epsilon_share: float | None = None
+    noise_multiplier: NoiseMultiplier | None = None
+    epsilon_share: Annotated[float, schema.Range(0, 1, "()", "a share of the budget")] | None = None
     # dp: each document counts each distinct token once and at most this many distinct tokens
     # (its first ones).
-    max_tokens_per_document: int = DEFAULT_TOKENS_PER_DOCUMENT
+    max_tokens_per_document: schema.PositiveInt = DEFAULT_TOKENS_PER_DOCUMENT
     # public, exactly one: tokens one a line, a JSON list (vocabulary.json as TextVectorizer
     # saves it) or a saved vectorizer folder; or a text corpus (.txt file, a document a line,
     # or a folder of .txt files, a document each) to fit the vocabulary on.
@@ -42,15 +55,6 @@ class VocabularyConfig:
     corpus: str | None = None
 
     def validate(self):
-        if self.noise_multiplier is not None and not 0 < self.noise_multiplier < math.inf:
-            raise ConfigError(f"noise_multiplier must be a positive number, got "
-                              f"{self.noise_multiplier}")
-        if self.epsilon_share is not None and not 0 < self.epsilon_share < 1:
-            raise ConfigError(f"epsilon_share must be between 0 and 1 (a share of the "
-                              f"budget), got {self.epsilon_share}")
-        if self.max_tokens_per_document < 1:
-            raise ConfigError(f"max_tokens_per_document must be at least 1, got "
-                              f"{self.max_tokens_per_document}")
         public = [key for key in ("vocabulary_file", "corpus") if getattr(self, key) is not None]
         dp = [key for key in ("noise_multiplier", "epsilon_share")
               if getattr(self, key) is not None]
@@ -75,21 +79,21 @@ class VocabularyConfig:
 class Config:
     # Exactly one: the budget (noise is calibrated to spend it over the planned epochs), or
     # the noise (epsilon follows from it).
-    target_epsilon: float | None = None
-    noise_multiplier: float | None = None
+    target_epsilon: Epsilon | None = None
+    noise_multiplier: NoiseMultiplier | None = None
     # None: min(1e-5, 1 / (10 N)), resolved when N is known. Must be below 1/N.
-    delta: float | None = None
-    l2_norm_clip: float = 1.0
+    delta: Delta | None = None
+    l2_norm_clip: ClipNorm = 1.0
     accountant: Literal["rdp", "pld"] = "rdp"
     sampling: Literal["poisson", "shuffle"] = "poisson"
     clipping: Literal["auto", "fast", "microbatch", "vectorized"] = "auto"
     # None: every example is clipped on its own. k: the batch is split into k microbatches
     # whose mean gradients are clipped (faster, noisier per example).
-    num_microbatches: int | None = None
+    num_microbatches: schema.PositiveInt | None = None
     # Stop before an epoch would take the spent epsilon over the budget.
     stop_at_budget: bool = True
     # The budget when noise_multiplier is given (with target_epsilon, the target is the budget).
-    epsilon_budget: float | None = None
+    epsilon_budget: Epsilon | None = None
     # Text data: the vocabulary's source and, when it is DP, its noise.
     vocabulary: VocabularyConfig = field(default_factory=VocabularyConfig)
     # True: noise and sampling come from the run's seed instead of the operating system's
@@ -107,26 +111,10 @@ class Config:
             raise ConfigError("set exactly one of target_epsilon (the budget, e.g. 3; the noise "
                               "is calibrated to it) or noise_multiplier (e.g. 1.1; epsilon "
                               "follows)")
-        if self.target_epsilon is not None and not self.target_epsilon > 0:
-            raise ConfigError(f"target_epsilon must be positive, got {self.target_epsilon}")
-        if self.noise_multiplier is not None and not self.noise_multiplier > 0:
-            raise ConfigError(f"noise_multiplier must be positive (0 means no privacy: epsilon "
-                              f"is infinite), got {self.noise_multiplier}")
-        if self.delta is not None and not 0 < self.delta < 1:
-            raise ConfigError(f"delta must be in (0, 1) and below 1/N, got {self.delta}; leave "
-                              "it unset for min(1e-5, 1/(10 N))")
-        if not self.l2_norm_clip > 0:
-            raise ConfigError(f"l2_norm_clip must be positive, got {self.l2_norm_clip}")
-        if self.epsilon_budget is not None:
-            if self.target_epsilon is not None:
-                raise ConfigError("epsilon_budget goes with noise_multiplier; with "
-                                  "target_epsilon the target is the budget. Remove one")
-            if not self.epsilon_budget > 0:
-                raise ConfigError(f"epsilon_budget must be positive, got {self.epsilon_budget}")
+        if self.epsilon_budget is not None and self.target_epsilon is not None:
+            raise ConfigError("epsilon_budget goes with noise_multiplier; with "
+                              "target_epsilon the target is the budget. Remove one")
         if self.num_microbatches is not None:
-            if self.num_microbatches < 1:
-                raise ConfigError(f"num_microbatches must be at least 1 (or null: one per "
-                                  f"example), got {self.num_microbatches}")
             if self.clipping == "fast":
                 raise ConfigError("clipping 'fast' clips every example on its own; remove "
                                   "num_microbatches or use clipping: microbatch")
