@@ -32,7 +32,7 @@ def test_table_reads_each_variant_with_formats_and_missing_values(tmp_path):
     table = render_table([run], "accuracy=test.accuracy:.3f,epsilon=privacy.epsilon:.2f,"
                                 "membership.best.tpr_at_0.1%_fpr:.1%")
     assert table.splitlines() == [
-        "| variant | accuracy | epsilon | membership.best.tpr_at_0.1%_fpr |",
+        "| variant | accuracy | epsilon | membership.best.tpr_at_0.1%\\_fpr |",
         "|---|---|---|---|",
         "| plain | 0.969 | – | 0.6% |",
         "| dp | 0.836 | 3.00 | 0.6% |"]
