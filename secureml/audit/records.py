@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, KeyFileError
+from ..security.keyfiles import write_secret
 
 KEY_FILE = "record_key"
 EXCERPT = "excerpt"
@@ -31,21 +31,23 @@ EXCERPT_CHARS = 120
 def run_key(run_dir: str | Path) -> bytes:
     """The run's record key: read from `run_dir/record_key`, created (mode 0600) if absent."""
     path = Path(run_dir) / KEY_FILE
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        try:
-            key = bytes.fromhex(path.read_text().strip())
-        except (OSError, ValueError):
-            key = b""
-        if len(key) != 32:
-            raise DataError(f"{path} is not a record key written by secureml; restore it, or "
-                            f"delete it to start a new one (hashes in earlier reports of this "
-                            f"run then no longer match)") from None
-        return key
-    with os.fdopen(fd, "w") as f:
+    if not path.exists():
         key = secrets.token_bytes(32)
-        f.write(key.hex())
+        try:
+            write_secret(path, key.hex().encode())
+            return key
+        except KeyFileError:
+            if not path.exists():
+                raise
+            # Another process created it first: read that one.
+    try:
+        key = bytes.fromhex(path.read_text().strip())
+    except (OSError, ValueError):
+        key = b""
+    if len(key) != 32:
+        raise DataError(f"{path} is not a record key written by secureml; restore it, or "
+                        f"delete it to start a new one (hashes in earlier reports of this "
+                        f"run then no longer match)")
     return key
 
 
