@@ -324,11 +324,8 @@ def _data_audit(config: ExperimentConfig, data: Dataset, run_dir: Path,
                 progress: bool) -> dict | None:
     if not config.audit.data:
         return None
-    try:
-        from .audit.data_audit import audit_dataset
-        from .audit.records import run_key
-    except ModuleNotFoundError:
-        return {"status": "not available in this secureml version"}
+    from .audit.data_audit import audit_dataset
+    from .audit.records import run_key
     _log(progress, "data audit")
     return audit_dataset(data, options={"include_examples": config.audit.include_examples},
                          record_key=run_key(run_dir))
