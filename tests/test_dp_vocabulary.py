@@ -128,9 +128,9 @@ def test_dp_vocabulary_needs_a_budget_or_its_own_noise():
     ({"vocabulary_file": "v.txt"}, "goes with source: public"),
     ({"source": "private", "epsilon_share": 0.2}, "goes with source: dp"),
     ({"noise_multiplier": 3, "epsilon_share": 0.2}, "at most one"),
-    ({"epsilon_share": 1.5}, "between 0 and 1"),
-    ({"noise_multiplier": float("nan")}, "positive number"),
-    ({"max_tokens_per_document": 0}, "at least 1"),
+    ({"epsilon_share": 1.5}, r"in \(0, 1\)"),
+    ({"noise_multiplier": float("nan")}, r"finite number in \(0, 1000\]"),
+    ({"max_tokens_per_document": 0}, "an integer >= 1"),
     ({"source": "privat"}, "did you mean 'private'"),
 ])
 def test_vocabulary_settings_are_validated(vocabulary, message):
@@ -224,7 +224,7 @@ def text_data(tmp_path_factory):
 def dp_text_run(text_data, tmp_path_factory):
     folder = tmp_path_factory.mktemp("vocabulary")
     (folder / "public.txt").write_text("the\nmovie\nGreat\n\nbad\n")
-    dp = {"target_epsilon": 8, "l2_norm_clip": 1.0}
+    dp = {"target_epsilon": 8, "l2_norm_clip": 1.0, "hyperparameters": "default"}
     raw = {"name": "vocab", "seed": 3,
            "data": {**text_data, "vocab_size": 2000, "sequence_length": 20},
            "model": {"name": "text_lstm", "embedding_dim": 8, "lstm_units": 8},
@@ -289,7 +289,7 @@ def test_privacy_section_states_what_the_vocabulary_does_to_the_guarantee(source
     setup = TrainingSetup(model=model, config=TrainingConfig(epochs=1, batch_size=10),
                           num_examples=100, strategy=tf.distribute.get_strategy(),
                           vocabulary=vocabulary)
-    defence = dp_sgd.make({"target_epsilon": 3}, "text")
+    defence = dp_sgd.make({"target_epsilon": 3, "hyperparameters": "default"}, "text")
     defence.apply(setup)
     privacy = defence.report()
     assert privacy["guarantee_holds"] is holds
