@@ -244,6 +244,11 @@ CRAFTED = {
     "not_a_model": (lambda c: c.update(module="keras.layers", class_name="Dense",
                                        registered_name=None),
                     "not a functional or Sequential"),
+    "no_class_name": (lambda c: c.clear(), "not a functional or Sequential"),
+    "class_name_not_a_string": (lambda c: _layer(c, "Dense").update(class_name=["Dense"]),
+                                "other than strings"),
+    "module_not_a_string": (lambda c: _layer(c, "Flatten").update(module={"keras": 1}),
+                            "other than strings"),
     "deep_nesting": (lambda c: _layer(c, "Dense")["config"].update(
         extra=json.loads("[" * 150 + "]" * 150)), "deeper than"),
 }

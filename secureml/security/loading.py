@@ -187,14 +187,18 @@ def _check_config(config: dict) -> None:
             # Keras resolves such a name to whatever class or function was registered under it.
             raise _Refused(f"{where} names the registered object {node!r}, which is not on "
                            f"secureml's allow-list: {_RESAVE}")
-    if (config["module"], config["class_name"]) not in _MODELS:
-        raise _Refused(f"it holds a {config['class_name']!r}, not a functional or Sequential "
-                       f"Keras model: {_RESAVE}")
+    if (config.get("module"), config.get("class_name")) not in _MODELS:
+        raise _Refused(f"it holds a {config.get('class_name')!r}, not a functional or "
+                       f"Sequential Keras model: {_RESAVE}")
 
 
 def _check_object(node: dict, where: str) -> None:
     class_name, module = node.get("class_name"), node.get("module")
     registered = node.get("registered_name")
+    if not isinstance(class_name, str) or not isinstance(module, (str, type(None))) \
+            or not isinstance(registered, (str, type(None))):
+        raise _Refused(f"{where} names an object by something other than strings "
+                       f"(class_name {class_name!r}, module {module!r}): {_RESAVE}")
     if class_name in ("Lambda", "__lambda__"):
         raise _Refused(f"{where} is a Lambda, which carries Python code that would run: "
                        f"rebuild the model without Lambda layers and {_RESAVE}")
