@@ -2,11 +2,13 @@
 loader refuses what Keras would run or resolve freely, a split client loads only the model its
 spec names by SHA-256, and every model secureml saves still loads with the same predictions."""
 import hashlib
+import io
 import json
 import shutil
 import uuid
 import zipfile
 
+import h5py
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -280,6 +282,34 @@ def test_files_that_are_not_a_keras_v3_archive_are_refused(clean, tmp_path):
     assert "members are ['config.json', 'metadata.json']" in _refusal(missing)
     with pytest.raises(DataError, match="no model at"):
         load_model(tmp_path / "absent.keras")
+
+
+@pytest.mark.parametrize("how", ["external_storage", "external_link", "virtual"])
+def test_weights_that_read_other_files_are_refused(clean, tmp_path, how):
+    """HDF5 weights can take their bytes from any file: a model would carry it into its kernel."""
+    secret = tmp_path / "secret.bin"
+    np.full((64, 10), 7.0, np.float32).tofile(secret)
+    with h5py.File(tmp_path / "other.h5", "w") as other:
+        other["kernel"] = np.full((64, 10), 7.0, np.float32)
+    with zipfile.ZipFile(clean) as archive:
+        buffer = io.BytesIO(archive.read("model.weights.h5"))
+    with h5py.File(buffer, "r+") as weights:
+        del weights["layers/dense/vars/0"]
+        if how == "external_storage":
+            weights.create_dataset("layers/dense/vars/0", (64, 10), "float32",
+                                   external=[(str(secret), 0, h5py.h5f.UNLIMITED)])
+        elif how == "external_link":
+            weights["layers/dense/vars/0"] = h5py.ExternalLink(str(tmp_path / "other.h5"),
+                                                               "kernel")
+        else:
+            layout = h5py.VirtualLayout((64, 10), "float32")
+            layout[:] = h5py.VirtualSource(str(tmp_path / "other.h5"), "kernel", (64, 10))
+            weights.create_virtual_dataset("layers/dense/vars/0", layout)
+    planted = _edited(clean, tmp_path / "planted.keras",
+                      members={"model.weights.h5": buffer.getvalue()})
+    assert "layers/dense/vars/0" in _refusal(planted)
+    noise = _edited(clean, tmp_path / "noise.keras", members={"model.weights.h5": bytes(300)})
+    assert "not a readable HDF5 file" in _refusal(noise)
 
 
 def test_a_digest_that_does_not_match_is_refused(clean):

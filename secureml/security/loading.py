@@ -3,10 +3,11 @@
 Keras 2.15 runs code from a model file in ways its `safe_mode` does not stop: a legacy HDF5 file
 (also one renamed to `.keras`, which Keras then loads with its legacy loader) runs a `Lambda`
 layer's bytecode; in the v3 format a `module` key makes Keras import any importable module, and
-a `registered_name` picks any class registered in the process. So `load_model` reads the file
-once, accepts only a v3 `.keras` zip with the three members Keras writes, checks every object
-its `config.json` names against an allow-list (Keras built-in layers, initializers,
-regularizers, constraints and activations, and secureml's own layers) before Keras sees it, and
+a `registered_name` picks any class registered in the process; and HDF5 weights may take
+their bytes from any other file. So `load_model` reads the file once, accepts only a v3 `.keras`
+zip with the three members Keras writes, weights that hold their own bytes, and a `config.json`
+whose every object is on an allow-list (Keras built-in layers, initializers, regularizers,
+constraints and activations, and secureml's own layers), all checked before Keras sees it, and
 only then lets Keras build the model, in safe mode and uncompiled, from those same bytes.
 
     from secureml.security.loading import load_model
@@ -132,7 +133,8 @@ def _read(path: Path) -> bytes:
 
 
 def _archive_config(data: bytes) -> dict:
-    """config.json of a .keras archive holding exactly the members Keras writes."""
+    """config.json of a .keras archive holding exactly the members Keras writes (weights
+    included, checked by `_check_weights`)."""
     if data.startswith(_HDF5_MAGIC):
         raise _Refused(f"it is a legacy HDF5 file under a .keras name (Keras would load it "
                        f"with its legacy loader, which runs Lambda bytecode): {_RESAVE}")
@@ -158,7 +160,32 @@ def _archive_config(data: bytes) -> dict:
         raise _Refused(f"its config.json or metadata.json is corrupt: {_RESAVE}") from None
     if not isinstance(config, dict) or not isinstance(metadata, dict):
         raise _Refused(f"its config.json or metadata.json is not a JSON object: {_RESAVE}")
+    _check_weights(archive)
     return config
+
+
+def _check_weights(archive: zipfile.ZipFile) -> None:
+    """model.weights.h5 holds its weights itself. HDF5 lets a dataset take its bytes from
+    another file (external storage, virtual datasets) and a link point into one: Keras would
+    load any file on this machine into the weights."""
+    import h5py
+
+    def check(name, item):
+        if isinstance(item, h5py.Group):
+            for child in item:
+                link = item.get(child, getlink=True)
+                if not isinstance(link, h5py.HardLink):
+                    raise _Refused(f"its weights link {item.name.rstrip('/')}/{child} elsewhere "
+                                   f"({type(link).__name__}): {_RESAVE}")
+        elif isinstance(item, h5py.Dataset) and (item.external or item.is_virtual):
+            raise _Refused(f"its weights {item.name} are read from other files: {_RESAVE}")
+
+    try:
+        with archive.open("model.weights.h5") as stream, h5py.File(stream, "r") as weights:
+            check("/", weights)
+            weights.visititems(check)  # each object once, following hard links only
+    except (OSError, ValueError, KeyError, RuntimeError, zipfile.BadZipFile, zlib.error):
+        raise _Refused(f"its model.weights.h5 is not a readable HDF5 file: {_RESAVE}") from None
 
 
 def _check_config(config: dict) -> None:
