@@ -337,6 +337,25 @@ def test_split_mode_on_files_names_the_client_model_by_digest(split_server, tmp_
                                predict_logits(split_server["model"], ids), atol=1e-3)
 
 
+def test_forced_keygen_in_split_mode_keeps_the_client_model(split_server, tmp_path):
+    """--force replaces a split key folder's keys and client model together: from the server's
+    spec, from the folder's own spec, and from the model."""
+    root, keys = split_server["root"], shutil.copytree(split_server["keys"], tmp_path / "keys")
+    for source in (["--spec", str(split_server["server"] / "spec.json")],
+                   ["--spec", str(keys / "spec.json")],
+                   ["--model", str(root / "model.keras"), "--calibration", str(root / "ids.npy"),
+                    "--mode", "split"]):
+        old = (keys / "secret.context").read_bytes()
+        assert main(["he", "keygen", *source, "--packing", "batched", "--out", str(keys),
+                     "--force"]) == 0, source
+        assert (keys / "secret.context").read_bytes() != old
+        digest = json.loads((keys / "spec.json").read_text())["client_model_sha256"]
+        assert (keys / "client_model.keras").is_file() and \
+            _sha256(keys / "client_model.keras") == digest, source
+        assert main(["he", "encrypt", "--keys", str(keys), "--input", str(root / "ids.npy"),
+                     "--out", str(tmp_path / "q.he")]) == 0, source
+
+
 def test_a_client_model_the_spec_does_not_name_is_refused(split_server, tmp_path, capsys):
     other = tmp_path / "other.keras"
     load_model(split_server["server"] / "client_model.keras").save(other)  # same model, new file

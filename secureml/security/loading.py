@@ -107,11 +107,6 @@ def load_model(path, *, what: str = "model", sha256: str | None = None) -> tf.ke
     return _deserialize(data, path, what)
 
 
-def file_sha256(path) -> str:
-    """The hex SHA-256 of a file, as `load_model(..., sha256=)` checks it."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 class _Refused(Exception):
     """Why a file is refused (load_model adds which file)."""
 
