@@ -243,6 +243,29 @@ def test_oversized_query_is_refused_without_reading_it(tmp_path, files, capsys):
     assert not (tmp_path / "r.he").exists()
 
 
+def test_a_file_larger_than_its_size_says_is_not_read_past_the_limit(tmp_path, monkeypatch,
+                                                                     capsys):
+    """A pipe says it holds 0 bytes (so do /dev/zero and /proc files), then streams on."""
+    import threading
+    from secureml.he import cli
+    monkeypatch.setattr(cli, "_MAX_SPEC_BYTES", 1000)
+    pipe = tmp_path / "spec.json"
+    os.mkfifo(pipe)
+
+    def stream():
+        try:
+            with open(pipe, "wb") as writer:
+                for _ in range(100):
+                    writer.write(b" " * 10_000)
+        except BrokenPipeError:  # the reader stopped, as it should
+            pass
+
+    threading.Thread(target=stream, daemon=True).start()
+    err = _refused(capsys, main, ["he", "keygen", "--spec", str(pipe), "--out",
+                                  str(tmp_path / "keys")])
+    assert "holds more than the 1000 bytes a spec can be; it was not read" in err
+
+
 def _forge(data: bytes, **changes) -> bytes:
     from secureml.he.roles import _MAGIC
     start = len(_MAGIC) + 8

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError, KeyFileError, UnsafeModelError
 from ..report.rundir import write_json
+from ..security.files import read_bounded
 from ..security.keyfiles import write_secret
 from ..security.loading import load_model
 from .ckks import load_context
@@ -323,15 +324,13 @@ def _timed(name, step, args) -> None:
 def _read(path, what: str, limit: int) -> bytes:
     """The bytes of a file of at most `limit` bytes, refused by its size before reading it."""
     try:
-        with open(path, "rb") as stream:
-            size = os.fstat(stream.fileno()).st_size
-            if size > limit:
-                raise CiphertextError(f"the {what} at {path} is {size} bytes, more than the "
-                                      f"{limit} a {what} can be; it was not read: pass the "
-                                      f"file written by 'secureml he'")
-            return stream.read()
+        data = read_bounded(path, limit)
     except OSError as err:
         raise CiphertextError(f"cannot read the {what} at {path}: {err.strerror}") from None
+    if data is None:
+        raise CiphertextError(f"the {what} at {path} holds more than the {limit} bytes a {what} "
+                              f"can be; it was not read: pass the file written by 'secureml he'")
+    return data
 
 
 def _read_spec(path) -> dict:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import tempfile
 import zipfile
 import zlib
@@ -28,6 +27,7 @@ import tensorflow as tf
 
 from ..errors import DataError, UnsafeModelError
 from ..models.he_layers import PolyActivation
+from .files import read_bounded
 
 _RESAVE = "re-save it with model.save('model.keras') from code you trust"
 # The members Keras 2.15 writes into a .keras file, with the largest size accepted for each.
@@ -120,9 +120,8 @@ def _read(path: Path) -> bytes:
                        f"'{path.suffix or path.name}' file can run code when loaded): {_RESAVE}")
     if path.exists() and not path.is_file():
         raise _Refused("it is not a regular file")
-    with open(path, "rb") as f:
-        data = f.read(_MAX_FILE + 1) if os.fstat(f.fileno()).st_size <= _MAX_FILE else b""
-    if not data or len(data) > _MAX_FILE:
+    data = read_bounded(path, _MAX_FILE)
+    if not data:
         raise _Refused(f"it is empty or larger than {_MAX_FILE >> 30} GiB")
     return data
 
