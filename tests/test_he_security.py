@@ -291,6 +291,15 @@ def test_lying_query_header_is_refused_before_any_compute(tmp_path, files, capsy
     assert not (tmp_path / "r.he").exists()
 
 
+def test_query_header_nested_past_the_recursion_limit_is_refused(tmp_path, files, capsys):
+    from secureml.he.roles import _MAGIC
+    header = b'{"sizes": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    forged = tmp_path / "forged.he"
+    forged.write_bytes(_MAGIC + struct.pack("<Q", len(header)) + header + b"x")
+    err = _refused(capsys, _infer, files, forged, tmp_path / "r.he")
+    assert "unreadable header" in err
+
+
 def test_lying_result_header_is_refused(tmp_path, files, capsys):
     forged = tmp_path / "forged.he"
     forged.write_bytes(_forge(files["result.he"].read_bytes(), samples=10**9,
@@ -343,11 +352,20 @@ def test_missing_output_folder_is_refused_up_front(tmp_path, files, capsys):
 def test_spec_from_the_other_party_is_checked(tmp_path, files, capsys):
     spec = json.loads((files["keys"] / "spec.json").read_text())
     weak = {**spec, "parameters": {**spec["parameters"], "security_bits": 256}}
+    # A layout the client's code would index out of range (one kernel dimension), or apply to
+    # another image than the model's.
+    conv = {"padding": "valid", "kernel_size": [3, 3], "strides": [1, 1],
+            "input_shape": [8, 8, 1], "output_shape": [6, 6, 2]}
     cases = [(weak, "claim 256-bit security"), ({**spec, "input": {"kind": "image"}},
-                                                "missing or invalid: input"), (None, "valid JSON")]
+                                                "missing or invalid: input"), (None, "valid JSON"),
+             ({**spec, "im2col": {**conv, "kernel_size": [3]}}, "missing or invalid: im2col"),
+             ({**spec, "im2col": {**conv, "input_shape": [9, 9, 1]}},
+              "missing or invalid: im2col"),
+             ("[" * 100_000 + "]" * 100_000, "valid JSON")]
     for i, (content, message) in enumerate(cases):
         path = tmp_path / f"spec{i}.json"
-        path.write_text(json.dumps(content) if content is not None else "{not json")
+        path.write_text(content if isinstance(content, str) else
+                        json.dumps(content) if content is not None else "{not json")
         err = _refused(capsys, main, ["he", "keygen", "--spec", str(path), "--out",
                                       str(tmp_path / f"keys{i}")])
         assert message in err

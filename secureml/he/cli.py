@@ -336,7 +336,7 @@ def _read(path, what: str, limit: int) -> bytes:
 def _read_spec(path) -> dict:
     try:
         spec = json.loads(_read(path, "spec", _MAX_SPEC_BYTES))
-    except ValueError as err:
+    except (ValueError, RecursionError) as err:
         raise DataError(f"{path} is not valid JSON ({err}); use the spec.json written by "
                         f"'secureml he spec' or 'he keygen'") from None
     return check_spec(spec, str(path))
