@@ -216,7 +216,8 @@ def infer(args) -> int:
     folder = Path(args.keys)
     spec = _read_spec(folder / _SPEC)
     if not Path(args.input).is_file():
-        raise CiphertextError(f"cannot read the query at {args.input}: no such file")
+        raise CiphertextError(f"cannot read the query at {args.input}: no such file; check "
+                              f"the path of the file written by 'secureml he encrypt'")
     mode = "split" if spec["input"]["kind"] == "features" else "full"
     plan, _ = compile_model(load_model(args.model), None, mode=mode,
                             split_layer=spec["input"]["split_layer"] or "lstm")
