@@ -108,7 +108,7 @@ def audit_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def split_server(tmp_path_factory):
     """A server folder from `he spec --mode split` (spec.json and client_model.keras), the
-    model, a client's keys for it, and token ids."""
+    model, a client's keys for it, token ids and their encrypted query."""
     root = tmp_path_factory.mktemp("split")
     tf.keras.utils.set_random_seed(4)
     model = build_model("text_lstm", (10,), 2, vocab_size=40, embedding_dim=4, lstm_units=8)
@@ -122,6 +122,8 @@ def split_server(tmp_path_factory):
                  str(server / "spec.json")]) == 0
     assert main(["he", "keygen", "--spec", str(server / "spec.json"), "--packing", "batched",
                  "--out", str(root / "keys")]) == 0
+    assert main(["he", "encrypt", "--keys", str(root / "keys"), "--input", str(root / "ids.npy"),
+                 "--out", str(root / "query.he")]) == 0
     return {"root": root, "server": server, "keys": root / "keys", "model": model, "ids": ids}
 
 
@@ -163,7 +165,8 @@ def _site_encrypt(tmp, plant, audit_run, split_server):
 
 def _site_infer(tmp, plant, audit_run, split_server):
     return ["he", "infer", "--model", str(plant(tmp / "model.keras")), "--keys",
-            str(split_server["keys"] / "public"), "--input", str(tmp / "query.he"),
+            str(split_server["keys"] / "public"), "--input",
+            str(split_server["root"] / "query.he"),
             "--out", str(tmp / "result.he")]
 
 
