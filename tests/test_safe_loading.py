@@ -250,6 +250,8 @@ CRAFTED = {
                                        registered_name=None),
                     "not a functional or Sequential"),
     "no_class_name": (lambda c: c.clear(), "not a functional or Sequential"),
+    "model_module_not_a_string": (lambda c: [c.pop("class_name"), c.update(module=[1])],
+                                  "not a functional or Sequential"),
     "class_name_not_a_string": (lambda c: _layer(c, "Dense").update(class_name=["Dense"]),
                                 "other than strings"),
     "module_not_a_string": (lambda c: _layer(c, "Flatten").update(module={"keras": 1}),

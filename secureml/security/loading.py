@@ -208,9 +208,10 @@ def _check_config(config: dict) -> None:
             # Keras resolves such a name to whatever class or function was registered under it.
             raise _Refused(f"{where} names the registered object {node!r}, which is not on "
                            f"secureml's allow-list: {_RESAVE}")
-    if (config.get("module"), config.get("class_name")) not in _MODELS:
-        raise _Refused(f"it holds a {config.get('class_name')!r}, not a functional or "
-                       f"Sequential Keras model: {_RESAVE}")
+    model = (config.get("module"), config.get("class_name"))
+    if not all(isinstance(name, str) for name in model) or model not in _MODELS:
+        raise _Refused(f"it holds a {model[1]!r:.80}, not a functional or Sequential Keras "
+                       f"model: {_RESAVE}")
 
 
 def _check_object(node: dict, where: str) -> None:
@@ -218,8 +219,9 @@ def _check_object(node: dict, where: str) -> None:
     registered = node.get("registered_name")
     if not isinstance(class_name, str) or not isinstance(module, (str, type(None))) \
             or not isinstance(registered, (str, type(None))):
-        raise _Refused(f"{where} names an object by something other than strings "
-                       f"(class_name {class_name!r}, module {module!r}): {_RESAVE}")
+        raise _Refused(f"{where} names an object by something other than strings (class_name "
+                       f"{type(class_name).__name__}, module {type(module).__name__}, "
+                       f"registered_name {type(registered).__name__}): {_RESAVE}")
     if class_name in ("Lambda", "__lambda__"):
         raise _Refused(f"{where} is a Lambda, which carries Python code that would run: "
                        f"rebuild the model without Lambda layers and {_RESAVE}")
