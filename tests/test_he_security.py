@@ -243,6 +243,29 @@ def test_oversized_query_is_refused_without_reading_it(tmp_path, files, capsys):
     assert not (tmp_path / "r.he").exists()
 
 
+def test_a_file_larger_than_its_size_says_is_not_read_past_the_limit(tmp_path, monkeypatch,
+                                                                     capsys):
+    """A pipe says it holds 0 bytes (so do /dev/zero and /proc files), then streams on."""
+    import threading
+    from secureml.he import cli
+    monkeypatch.setattr(cli, "_MAX_SPEC_BYTES", 1000)
+    pipe = tmp_path / "spec.json"
+    os.mkfifo(pipe)
+
+    def stream():
+        try:
+            with open(pipe, "wb") as writer:
+                for _ in range(100):
+                    writer.write(b" " * 10_000)
+        except BrokenPipeError:  # the reader stopped, as it should
+            pass
+
+    threading.Thread(target=stream, daemon=True).start()
+    err = _refused(capsys, main, ["he", "keygen", "--spec", str(pipe), "--out",
+                                  str(tmp_path / "keys")])
+    assert "holds more than the 1000 bytes a spec can be; it was not read" in err
+
+
 def _forge(data: bytes, **changes) -> bytes:
     from secureml.he.roles import _MAGIC
     start = len(_MAGIC) + 8
@@ -266,6 +289,15 @@ def test_lying_query_header_is_refused_before_any_compute(tmp_path, files, capsy
     err = _refused(capsys, _infer, files, forged, tmp_path / "r.he")
     assert message in err
     assert not (tmp_path / "r.he").exists()
+
+
+def test_query_header_nested_past_the_recursion_limit_is_refused(tmp_path, files, capsys):
+    from secureml.he.roles import _MAGIC
+    header = b'{"sizes": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    forged = tmp_path / "forged.he"
+    forged.write_bytes(_MAGIC + struct.pack("<Q", len(header)) + header + b"x")
+    err = _refused(capsys, _infer, files, forged, tmp_path / "r.he")
+    assert "unreadable header" in err
 
 
 def test_lying_result_header_is_refused(tmp_path, files, capsys):
@@ -320,11 +352,20 @@ def test_missing_output_folder_is_refused_up_front(tmp_path, files, capsys):
 def test_spec_from_the_other_party_is_checked(tmp_path, files, capsys):
     spec = json.loads((files["keys"] / "spec.json").read_text())
     weak = {**spec, "parameters": {**spec["parameters"], "security_bits": 256}}
+    # A layout the client's code would index out of range (one kernel dimension), or apply to
+    # another image than the model's.
+    conv = {"padding": "valid", "kernel_size": [3, 3], "strides": [1, 1],
+            "input_shape": [8, 8, 1], "output_shape": [6, 6, 2]}
     cases = [(weak, "claim 256-bit security"), ({**spec, "input": {"kind": "image"}},
-                                                "missing or invalid: input"), (None, "valid JSON")]
+                                                "missing or invalid: input"), (None, "valid JSON"),
+             ({**spec, "im2col": {**conv, "kernel_size": [3]}}, "missing or invalid: im2col"),
+             ({**spec, "im2col": {**conv, "input_shape": [9, 9, 1]}},
+              "missing or invalid: im2col"),
+             ("[" * 100_000 + "]" * 100_000, "valid JSON")]
     for i, (content, message) in enumerate(cases):
         path = tmp_path / f"spec{i}.json"
-        path.write_text(json.dumps(content) if content is not None else "{not json")
+        path.write_text(content if isinstance(content, str) else
+                        json.dumps(content) if content is not None else "{not json")
         err = _refused(capsys, main, ["he", "keygen", "--spec", str(path), "--out",
                                       str(tmp_path / f"keys{i}")])
         assert message in err

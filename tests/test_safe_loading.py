@@ -2,11 +2,13 @@
 loader refuses what Keras would run or resolve freely, a split client loads only the model its
 spec names by SHA-256, and every model secureml saves still loads with the same predictions."""
 import hashlib
+import io
 import json
 import shutil
 import uuid
 import zipfile
 
+import h5py
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -106,7 +108,7 @@ def audit_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def split_server(tmp_path_factory):
     """A server folder from `he spec --mode split` (spec.json and client_model.keras), the
-    model, a client's keys for it, and token ids."""
+    model, a client's keys for it, token ids and their encrypted query."""
     root = tmp_path_factory.mktemp("split")
     tf.keras.utils.set_random_seed(4)
     model = build_model("text_lstm", (10,), 2, vocab_size=40, embedding_dim=4, lstm_units=8)
@@ -120,6 +122,8 @@ def split_server(tmp_path_factory):
                  str(server / "spec.json")]) == 0
     assert main(["he", "keygen", "--spec", str(server / "spec.json"), "--packing", "batched",
                  "--out", str(root / "keys")]) == 0
+    assert main(["he", "encrypt", "--keys", str(root / "keys"), "--input", str(root / "ids.npy"),
+                 "--out", str(root / "query.he")]) == 0
     return {"root": root, "server": server, "keys": root / "keys", "model": model, "ids": ids}
 
 
@@ -164,7 +168,8 @@ def _site_infer(tmp, plant, audit_run, split_server):
     # the query is parsed.
     (tmp / "query.he").write_bytes(b"never parsed")
     return ["he", "infer", "--model", str(plant(tmp / "model.keras")), "--keys",
-            str(split_server["keys"] / "public"), "--input", str(tmp / "query.he"),
+            str(split_server["keys"] / "public"), "--input",
+            str(split_server["root"] / "query.he"),
             "--out", str(tmp / "result.he")]
 
 
@@ -247,6 +252,13 @@ CRAFTED = {
     "not_a_model": (lambda c: c.update(module="keras.layers", class_name="Dense",
                                        registered_name=None),
                     "not a functional or Sequential"),
+    "no_class_name": (lambda c: c.clear(), "not a functional or Sequential"),
+    "model_module_not_a_string": (lambda c: [c.pop("class_name"), c.update(module=[1])],
+                                  "not a functional or Sequential"),
+    "class_name_not_a_string": (lambda c: _layer(c, "Dense").update(class_name=["Dense"]),
+                                "other than strings"),
+    "module_not_a_string": (lambda c: _layer(c, "Flatten").update(module={"keras": 1}),
+                            "other than strings"),
     "deep_nesting": (lambda c: _layer(c, "Dense")["config"].update(
         extra=json.loads("[" * 150 + "]" * 150)), "deeper than"),
 }
@@ -280,6 +292,34 @@ def test_files_that_are_not_a_keras_v3_archive_are_refused(clean, tmp_path):
         load_model(tmp_path / "absent.keras")
 
 
+@pytest.mark.parametrize("how", ["external_storage", "external_link", "virtual"])
+def test_weights_that_read_other_files_are_refused(clean, tmp_path, how):
+    """HDF5 weights can take their bytes from any file: a model would carry it into its kernel."""
+    secret = tmp_path / "secret.bin"
+    np.full((64, 10), 7.0, np.float32).tofile(secret)
+    with h5py.File(tmp_path / "other.h5", "w") as other:
+        other["kernel"] = np.full((64, 10), 7.0, np.float32)
+    with zipfile.ZipFile(clean) as archive:
+        buffer = io.BytesIO(archive.read("model.weights.h5"))
+    with h5py.File(buffer, "r+") as weights:
+        del weights["layers/dense/vars/0"]
+        if how == "external_storage":
+            weights.create_dataset("layers/dense/vars/0", (64, 10), "float32",
+                                   external=[(str(secret), 0, h5py.h5f.UNLIMITED)])
+        elif how == "external_link":
+            weights["layers/dense/vars/0"] = h5py.ExternalLink(str(tmp_path / "other.h5"),
+                                                               "kernel")
+        else:
+            layout = h5py.VirtualLayout((64, 10), "float32")
+            layout[:] = h5py.VirtualSource(str(tmp_path / "other.h5"), "kernel", (64, 10))
+            weights.create_virtual_dataset("layers/dense/vars/0", layout)
+    planted = _edited(clean, tmp_path / "planted.keras",
+                      members={"model.weights.h5": buffer.getvalue()})
+    assert "layers/dense/vars/0" in _refusal(planted)
+    noise = _edited(clean, tmp_path / "noise.keras", members={"model.weights.h5": bytes(300)})
+    assert "not a readable HDF5 file" in _refusal(noise)
+
+
 def test_a_digest_that_does_not_match_is_refused(clean):
     assert "SHA-256" in _refusal(clean, sha256="0" * 64)
     assert isinstance(load_model(clean, sha256=_sha256(clean)), tf.keras.Model)
@@ -303,6 +343,25 @@ def test_split_mode_on_files_names_the_client_model_by_digest(split_server, tmp_
                  str(tmp_path / "logits.npy")]) == 0
     np.testing.assert_allclose(np.load(tmp_path / "logits.npy"),
                                predict_logits(split_server["model"], ids), atol=1e-3)
+
+
+def test_forced_keygen_in_split_mode_keeps_the_client_model(split_server, tmp_path):
+    """--force replaces a split key folder's keys and client model together: from the server's
+    spec, from the folder's own spec, and from the model."""
+    root, keys = split_server["root"], shutil.copytree(split_server["keys"], tmp_path / "keys")
+    for source in (["--spec", str(split_server["server"] / "spec.json")],
+                   ["--spec", str(keys / "spec.json")],
+                   ["--model", str(root / "model.keras"), "--calibration", str(root / "ids.npy"),
+                    "--mode", "split"]):
+        old = (keys / "secret.context").read_bytes()
+        assert main(["he", "keygen", *source, "--packing", "batched", "--out", str(keys),
+                     "--force"]) == 0, source
+        assert (keys / "secret.context").read_bytes() != old
+        digest = json.loads((keys / "spec.json").read_text())["client_model_sha256"]
+        assert (keys / "client_model.keras").is_file() and \
+            _sha256(keys / "client_model.keras") == digest, source
+        assert main(["he", "encrypt", "--keys", str(keys), "--input", str(root / "ids.npy"),
+                     "--out", str(tmp_path / "q.he")]) == 0, source
 
 
 def test_a_client_model_the_spec_does_not_name_is_refused(split_server, tmp_path, capsys):

@@ -21,10 +21,11 @@ output folders exist.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import shutil
 import sys
+import tempfile
 import time
 import typing
 from pathlib import Path
@@ -32,9 +33,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DataError, KeyFileError, UnsafeModelError
+from ..report.rundir import write_json
 from ..schema import PositiveInt, arg_type
+from ..security.files import read_bounded
 from ..security.keyfiles import write_secret
-from ..security.loading import file_sha256, load_model
+from ..security.loading import load_model
 from .ckks import load_context
 from .errors import CiphertextError
 from .params import CKKSParameters
@@ -121,8 +124,10 @@ def publish_spec(args) -> int:
     part of the model (written next to the spec)."""
     out = _output(args.out, "spec")
     plan, params, client_model = _compile(args)
-    digest = _save_client_model(client_model, out.parent)
-    out.write_text(json.dumps(make_spec(plan, params, digest), indent=2))
+    saved = _client_model_bytes(client_model)
+    if saved is not None:
+        (out.parent / _CLIENT_MODEL).write_bytes(saved)
+    write_json(out, make_spec(plan, params, _digest(saved)))
     print(f"{out}: depth {plan.depth}, N={params.poly_degree}; give it to the client for "
           f"'secureml he keygen --spec'")
     return 0
@@ -140,28 +145,31 @@ def _compile(args):
 def keygen(args) -> int:
     out = _key_folder(args.out, args.force)
     packings = PACKINGS if args.packing == "both" else (args.packing,)
-    client_model = None
     if args.spec:
         spec = _read_spec(args.spec)
-        source = Path(args.spec).parent / _CLIENT_MODEL
-        client_model = _spec_client_model(spec, source.parent)
-        client = HEClient.generate(spec, packings, client_model)
-        # The checked file itself, not a re-save, so its digest still matches the spec.
-        if client_model is not None and source.resolve() != (out / _CLIENT_MODEL).resolve():
-            shutil.copyfile(source, out / _CLIENT_MODEL)
+        source = Path(args.spec).parent
+        client_model = _spec_client_model(spec, source)
+        # The checked file itself, not a re-save, so its digest still matches the spec (any
+        # later change to it is refused by that digest at every load).
+        saved = (source / _CLIENT_MODEL).read_bytes() if client_model is not None else None
     elif args.model:
         plan, params, client_model = _compile(args)
-        spec = make_spec(plan, params, _save_client_model(client_model, out))
-        client = HEClient.generate(spec, packings, client_model)
+        saved = _client_model_bytes(client_model)
+        spec = make_spec(plan, params, _digest(saved))
     else:
         raise DataError("keygen needs --model (to derive the spec) or --spec (from the server)")
-    if args.force:  # only now that the new keys exist: a failed keygen keeps the old ones
+    client = HEClient.generate(spec, packings, client_model)
+    # Only now that the new keys exist is anything written: a failed keygen keeps the old keys,
+    # and --force removes all of them before any new file, the client model included, is.
+    if args.force:
         for name in _KEY_FILES:
             (out / name).unlink(missing_ok=True)
     write_secret(out / _SECRET, client.secret_context())
-    (out / _SPEC).write_text(json.dumps(spec, indent=2))
+    if saved is not None:
+        (out / _CLIENT_MODEL).write_bytes(saved)
+    write_json(out / _SPEC, spec)
     (out / "public" / _PUBLIC).write_bytes(client.public_context())
-    (out / "public" / _SPEC).write_text(json.dumps(spec, indent=2))
+    write_json(out / "public" / _SPEC, spec)
     params = spec["parameters"]
     print(f"keys: {out / _SECRET} (secret: keep it), {out / 'public'} (send to the server); "
           f"N={params['poly_modulus_degree']}, moduli {params['coeff_mod_bit_sizes']}, "
@@ -211,7 +219,8 @@ def infer(args) -> int:
     folder = Path(args.keys)
     spec = _read_spec(folder / _SPEC)
     if not Path(args.input).is_file():
-        raise CiphertextError(f"cannot read the query at {args.input}: no such file")
+        raise CiphertextError(f"cannot read the query at {args.input}: no such file; check "
+                              f"the path of the file written by 'secureml he encrypt'")
     mode = "split" if spec["input"]["kind"] == "features" else "full"
     plan, _ = compile_model(load_model(args.model), None, mode=mode,
                             split_layer=spec["input"]["split_layer"] or "lstm")
@@ -319,21 +328,19 @@ def _timed(name, step, args) -> None:
 def _read(path, what: str, limit: int) -> bytes:
     """The bytes of a file of at most `limit` bytes, refused by its size before reading it."""
     try:
-        with open(path, "rb") as stream:
-            size = os.fstat(stream.fileno()).st_size
-            if size > limit:
-                raise CiphertextError(f"the {what} at {path} is {size} bytes, more than the "
-                                      f"{limit} a {what} can be; it was not read: pass the "
-                                      f"file written by 'secureml he'")
-            return stream.read()
+        data = read_bounded(path, limit)
     except OSError as err:
         raise CiphertextError(f"cannot read the {what} at {path}: {err.strerror}") from None
+    if data is None:
+        raise CiphertextError(f"the {what} at {path} holds more than the {limit} bytes a {what} "
+                              f"can be; it was not read: pass the file written by 'secureml he'")
+    return data
 
 
 def _read_spec(path) -> dict:
     try:
         spec = json.loads(_read(path, "spec", _MAX_SPEC_BYTES))
-    except ValueError as err:
+    except (ValueError, RecursionError) as err:
         raise DataError(f"{path} is not valid JSON ({err}); use the spec.json written by "
                         f"'secureml he spec' or 'he keygen'") from None
     return check_spec(spec, str(path))
@@ -363,12 +370,18 @@ def _load_npy(path) -> np.ndarray:
     return array
 
 
-def _save_client_model(client_model, folder: Path) -> str | None:
-    """Save the client part of a split model into `folder`; its SHA-256 (None in full mode)."""
+def _client_model_bytes(client_model) -> bytes | None:
+    """The client part of a split model as the bytes of a .keras file (None in full mode)."""
     if client_model is None:
         return None
-    client_model.save(folder / _CLIENT_MODEL)
-    return file_sha256(folder / _CLIENT_MODEL)
+    with tempfile.TemporaryDirectory(prefix="secureml-client-") as folder:
+        client_model.save(Path(folder) / _CLIENT_MODEL)
+        return (Path(folder) / _CLIENT_MODEL).read_bytes()
+
+
+def _digest(saved: bytes | None) -> str | None:
+    """How a spec names the client model file: the SHA-256 that `load_model` checks."""
+    return None if saved is None else hashlib.sha256(saved).hexdigest()
 
 
 def _spec_client_model(spec: dict, folder: Path):

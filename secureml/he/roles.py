@@ -68,10 +68,14 @@ def check_spec(spec, what: str = "the spec") -> dict:
         "input": isinstance(source, dict) and source.get("kind") in ("image", "bag", "features")
         and _counts(source.get("shape")) and type(source.get("mask_zero")) is bool
         and (source.get("split_layer") is None or isinstance(source["split_layer"], str)),
+        # The client lays the image out by these: a convolution on the model's input image.
         "im2col": conv is None or (
             isinstance(conv, dict) and conv.get("padding") in ("valid", "same")
-            and all(_counts(conv.get(k)) for k in ("kernel_size", "strides", "input_shape",
-                                                   "output_shape"))),
+            and all(_counts(conv.get(k), n) for k, n in (("kernel_size", 2), ("strides", 2),
+                                                         ("input_shape", 3),
+                                                         ("output_shape", 3)))
+            and isinstance(source, dict) and source.get("kind") == "image"
+            and conv["input_shape"] == source.get("shape")),
         "num_outputs": _positive(spec.get("num_outputs")),
         "depth": _positive(spec.get("depth")),
         "output_bound": type(spec.get("output_bound")) in (int, float)
@@ -87,8 +91,9 @@ def check_spec(spec, what: str = "the spec") -> dict:
     return spec
 
 
-def _counts(values) -> bool:
-    return isinstance(values, list) and bool(values) and all(_positive(v) for v in values)
+def _counts(values, length: int | None = None) -> bool:
+    return isinstance(values, list) and bool(values) and all(_positive(v) for v in values) \
+        and length in (None, len(values))
 
 
 @dataclass
@@ -207,7 +212,7 @@ def _read_header(stream, size: int, what: str) -> dict:
         raise corrupt
     try:
         header = json.loads(stream.read(length))
-    except ValueError:
+    except (ValueError, RecursionError):
         raise corrupt from None
     fields = {"format": int, "kind": str, "packing": str, "fingerprint": str, "samples": int,
               "layout": list, "sizes": list, "sha256": str}

@@ -2,4 +2,5 @@
 
 `loading`: the one way secureml loads a Keras model file (no code runs from it).
 `keyfiles`: secret key files, readable by their owner only and never overwritten.
+`files`: reading a file with a size limit that bounds what is read.
 """

@@ -27,7 +27,8 @@ def write_secret(path, data: bytes) -> None:
                            f"move it away, or remove it if nothing encrypted under it is "
                            f"still needed") from None
     except OSError as err:
-        raise KeyFileError(f"cannot create the secret key file {path}: {err.strerror}") from None
+        raise KeyFileError(f"cannot create the secret key file {path}: {err.strerror}; give "
+                           f"a key folder you can write to") from None
     try:
         with os.fdopen(fd, "wb") as stream:
             os.fchmod(stream.fileno(), SECRET_MODE)
@@ -38,6 +39,7 @@ def write_secret(path, data: bytes) -> None:
         # A partial key would later pass for a key: remove it, whatever stopped the write.
         path.unlink(missing_ok=True)
         if isinstance(err, OSError):
-            raise KeyFileError(f"cannot write the secret key file {path}: "
-                               f"{err.strerror}") from None
+            raise KeyFileError(f"cannot write the secret key file {path}: {err.strerror} "
+                               f"(it was removed); free space there and run keygen again") \
+                from None
         raise

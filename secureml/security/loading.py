@@ -3,10 +3,11 @@
 Keras 2.15 runs code from a model file in ways its `safe_mode` does not stop: a legacy HDF5 file
 (also one renamed to `.keras`, which Keras then loads with its legacy loader) runs a `Lambda`
 layer's bytecode; in the v3 format a `module` key makes Keras import any importable module, and
-a `registered_name` picks any class registered in the process. So `load_model` reads the file
-once, accepts only a v3 `.keras` zip with the three members Keras writes, checks every object
-its `config.json` names against an allow-list (Keras built-in layers, initializers,
-regularizers, constraints and activations, and secureml's own layers) before Keras sees it, and
+a `registered_name` picks any class registered in the process; and HDF5 weights may take
+their bytes from any other file. So `load_model` reads the file once, accepts only a v3 `.keras`
+zip with the three members Keras writes, weights that hold their own bytes, and a `config.json`
+whose every object is on an allow-list (Keras built-in layers, initializers, regularizers,
+constraints and activations, and secureml's own layers), all checked before Keras sees it, and
 only then lets Keras build the model, in safe mode and uncompiled, from those same bytes.
 
     from secureml.security.loading import load_model
@@ -17,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import tempfile
 import zipfile
 import zlib
@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from ..errors import DataError, UnsafeModelError
 from ..models.he_layers import PolyActivation
+from .files import read_bounded
 
 _RESAVE = "re-save it with model.save('model.keras') from code you trust"
 # The members Keras 2.15 writes into a .keras file, with the largest size accepted for each.
@@ -106,11 +107,6 @@ def load_model(path, *, what: str = "model", sha256: str | None = None) -> tf.ke
     return _deserialize(data, path, what)
 
 
-def file_sha256(path) -> str:
-    """The hex SHA-256 of a file, as `load_model(..., sha256=)` checks it."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 class _Refused(Exception):
     """Why a file is refused (load_model adds which file)."""
 
@@ -124,15 +120,15 @@ def _read(path: Path) -> bytes:
                        f"'{path.suffix or path.name}' file can run code when loaded): {_RESAVE}")
     if path.exists() and not path.is_file():
         raise _Refused("it is not a regular file")
-    with open(path, "rb") as f:
-        data = f.read(_MAX_FILE + 1) if os.fstat(f.fileno()).st_size <= _MAX_FILE else b""
-    if not data or len(data) > _MAX_FILE:
+    data = read_bounded(path, _MAX_FILE)
+    if not data:
         raise _Refused(f"it is empty or larger than {_MAX_FILE >> 30} GiB")
     return data
 
 
 def _archive_config(data: bytes) -> dict:
-    """config.json of a .keras archive holding exactly the members Keras writes."""
+    """config.json of a .keras archive holding exactly the members Keras writes (weights
+    included, checked by `_check_weights`)."""
     if data.startswith(_HDF5_MAGIC):
         raise _Refused(f"it is a legacy HDF5 file under a .keras name (Keras would load it "
                        f"with its legacy loader, which runs Lambda bytecode): {_RESAVE}")
@@ -158,7 +154,32 @@ def _archive_config(data: bytes) -> dict:
         raise _Refused(f"its config.json or metadata.json is corrupt: {_RESAVE}") from None
     if not isinstance(config, dict) or not isinstance(metadata, dict):
         raise _Refused(f"its config.json or metadata.json is not a JSON object: {_RESAVE}")
+    _check_weights(archive)
     return config
+
+
+def _check_weights(archive: zipfile.ZipFile) -> None:
+    """model.weights.h5 holds its weights itself. HDF5 lets a dataset take its bytes from
+    another file (external storage, virtual datasets) and a link point into one: Keras would
+    load any file on this machine into the weights."""
+    import h5py
+
+    def check(name, item):
+        if isinstance(item, h5py.Group):
+            for child in item:
+                link = item.get(child, getlink=True)
+                if not isinstance(link, h5py.HardLink):
+                    raise _Refused(f"its weights link {item.name.rstrip('/')}/{child} elsewhere "
+                                   f"({type(link).__name__}): {_RESAVE}")
+        elif isinstance(item, h5py.Dataset) and (item.external or item.is_virtual):
+            raise _Refused(f"its weights {item.name} are read from other files: {_RESAVE}")
+
+    try:
+        with archive.open("model.weights.h5") as stream, h5py.File(stream, "r") as weights:
+            check("/", weights)
+            weights.visititems(check)  # each object once, following hard links only
+    except (OSError, ValueError, KeyError, RuntimeError, zipfile.BadZipFile, zlib.error):
+        raise _Refused(f"its model.weights.h5 is not a readable HDF5 file: {_RESAVE}") from None
 
 
 def _check_config(config: dict) -> None:
@@ -187,14 +208,20 @@ def _check_config(config: dict) -> None:
             # Keras resolves such a name to whatever class or function was registered under it.
             raise _Refused(f"{where} names the registered object {node!r}, which is not on "
                            f"secureml's allow-list: {_RESAVE}")
-    if (config["module"], config["class_name"]) not in _MODELS:
-        raise _Refused(f"it holds a {config['class_name']!r}, not a functional or Sequential "
-                       f"Keras model: {_RESAVE}")
+    model = (config.get("module"), config.get("class_name"))
+    if not all(isinstance(name, str) for name in model) or model not in _MODELS:
+        raise _Refused(f"it holds a {model[1]!r:.80}, not a functional or Sequential Keras "
+                       f"model: {_RESAVE}")
 
 
 def _check_object(node: dict, where: str) -> None:
     class_name, module = node.get("class_name"), node.get("module")
     registered = node.get("registered_name")
+    if not isinstance(class_name, str) or not isinstance(module, (str, type(None))) \
+            or not isinstance(registered, (str, type(None))):
+        raise _Refused(f"{where} names an object by something other than strings (class_name "
+                       f"{type(class_name).__name__}, module {type(module).__name__}, "
+                       f"registered_name {type(registered).__name__}): {_RESAVE}")
     if class_name in ("Lambda", "__lambda__"):
         raise _Refused(f"{where} is a Lambda, which carries Python code that would run: "
                        f"rebuild the model without Lambda layers and {_RESAVE}")

@@ -21,11 +21,11 @@ NoiseMultiplier = Annotated[float, schema.Range(
 # (l2_norm_clip x noise_multiplier) would drown every gradient and overflow float32.
 ClipNorm = Annotated[float, schema.Range(0, 1e6, "(]")]
 
-# Defaults of the DP vocabulary (docs/dp-sgd.md, "The text vocabulary"). A third of the budget
-# costs training little noise (a few percent more at the same target: the Gaussians compose
-# far below additively), while the vocabulary's threshold falls with its noise. 64 distinct
-# tokens cover most of what a reference text model reads of a review (its first 100 tokens);
-# a larger cap adds noise to every count.
+# Defaults of the DP vocabulary (docs/dp-sgd.md, "The text vocabulary", has the measurements).
+# Gaussians compose far below additively, so the vocabulary's share costs training little
+# noise, while the vocabulary's threshold falls with its noise. 64 distinct tokens cover most
+# of what a reference text model reads of a review (its first 100 tokens); a larger cap adds
+# noise to every count.
 DEFAULT_EPSILON_SHARE = 0.3
 DEFAULT_TOKENS_PER_DOCUMENT = 64
 
