@@ -374,3 +374,18 @@ def test_multi_line_messages_are_printed_on_one_line(capsys, monkeypatch):
 
     monkeypatch.setattr(secureml.report, "write_report", refuse)
     assert error_line(capsys, ["report", "x"]) == "secureml: error: first line second line"
+
+
+@pytest.mark.parametrize("name,shape,options", [
+    ("image_cnn", (8, 8, 1), {}), ("text_lstm", (12,), {"vocab_size": 50}),
+    ("he_cnn", (8, 8, 1), {}), ("he_text", (12,), {"vocab_size": 50})])
+def test_the_memory_check_leaves_models_made_before_it_working(name, shape, options):
+    # Building in a throwaway graph once broke every Keras model of the process ("invalid
+    # state"): a user's own model, or a test's, after any `secureml run` from Python.
+    from secureml.models import build_model, check_memory
+
+    model = build_model(name, shape, 3, **options)
+    x = np.zeros((2, *shape), "float32" if len(shape) == 3 else "int32")
+    before = model.predict(x, verbose=0)
+    check_memory(name, shape, 3, 32, **options)
+    np.testing.assert_array_equal(model.predict(x, verbose=0), before)

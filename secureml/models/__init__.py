@@ -63,12 +63,29 @@ def check_memory(name: str, input_shape: tuple, num_classes: int, batch_size: in
         parameters = model.count_params()
         activations = sum(int(np.prod(t.shape[1:], dtype=np.float64))
                           for layer in model.layers for t in tf.nest.flatten(layer.output))
+        classes = {type(module) for module in (model, *model.submodules)}
+    _restore_v2_classes(classes)
     what = (f"{where}{name} on inputs of shape {tuple(input_shape)}: {parameters:,} parameters "
             f"(weights and gradients) and {activations:,} activation values per example in "
             f"batches of {batch_size}, as float32,")
     memory.require(4 * (2 * parameters + batch_size * activations), what,
                    "use smaller inputs (data.image_size, data.sequence_length, data.vocab_size), "
                    "a smaller model or a smaller training.batch_size")
+
+
+def _restore_v2_classes(classes) -> None:
+    """Keras 2 builds a layer in a v1 graph by swapping its class's base to the v1 Layer (or
+    Model) for the whole process, so every model made before then fails ("invalid state").
+    Constructing a layer eagerly swaps the base back; this does the same without constructing
+    one. Keras 3 has no v1 classes."""
+    try:
+        from keras.src.engine import base_layer, base_layer_v1, training, training_v1
+        from keras.src.utils.version_utils import swap_class
+    except ImportError:
+        return
+    for cls in classes:
+        swap_class(cls, training.Model, training_v1.Model, True)
+        swap_class(cls, base_layer.Layer, base_layer_v1.Layer, True)
 
 
 __all__ = ["MODELS", "ModelSpec", "build_model", "check_memory", "model_spec", "per_example_loss",
