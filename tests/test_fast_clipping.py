@@ -445,7 +445,7 @@ def test_dp_training_matches_tensorflow_privacy_accuracy(digits):
                                   "optimizer": "sgd"})
     assert accuracy["tf_privacy"] > 0.6 and accuracy["fast"] > 0.6, accuracy  # chance: 0.1
     # The fast engine's noise is secret, so the two runs draw different noise: at this noise
-    # their accuracies spread by a few points (without noise the fast one would be far ahead).
+    # their accuracies spread by a few points.
     assert abs(accuracy["fast"] - accuracy["tf_privacy"]) < 0.1, accuracy
 
 
